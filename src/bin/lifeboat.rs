@@ -1,0 +1,71 @@
+//! The `lifeboat` binary: parse the command line, set up logging, call the library, and
+//! turn the outcome into an exit code (0 success, 2 usage/config error, 1 failure).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use etcd_lifeboat::cli::{self, Cli, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let config = match cli::load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string(), e.exit_code()),
+    };
+    let log_format = cli
+        .log_format
+        .unwrap_or(match config.log.format.as_deref() {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        });
+    init_logging(cli.verbose, log_format);
+
+    // A bug must still end with a message and exit code 1, not a Rust panic code.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("lifeboat: internal error (this is a bug, please report it): {info}");
+    }));
+    let stdout = std::io::stdout();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut out = stdout.lock();
+        let r = cli::run(&cli, &config, &mut out);
+        let _ = out.flush();
+        r
+    }));
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => fail(&e.to_string(), e.exit_code()),
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+fn fail(message: &str, code: i32) -> ExitCode {
+    eprintln!("lifeboat: {message}");
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

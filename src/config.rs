@@ -1,0 +1,119 @@
+//! The configuration file (`--config FILE`, env `LIFEBOAT_CONFIG`): TOML, kebab-case keys,
+//! unknown keys rejected so a typo is an error rather than a silently ignored setting.
+//! Precedence, once later commands read settings from several places: flags >
+//! environment > file > defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub etcd: EtcdConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// How to reach etcd; the same settings as etcdctl's flags.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EtcdConfig {
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<String>,
+    /// A file holding the password, so the config file itself holds no secret.
+    pub password_file: Option<PathBuf>,
+    pub dial_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error is one line naming the key and the line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_owned();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}: {msg}")
+                }
+                None => msg,
+            }
+        })?;
+        if let Some(f) = &config.log.format
+            && f != "text"
+            && f != "json"
+        {
+            {
+                return Err(format!(
+                    "[log] format must be \"text\" or \"json\", not {f:?}"
+                ));
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_naming_the_line() {
+        let err = Config::parse("[etcd]\nendpoint = [\"x\"]\n").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("endpoint"), "{err}");
+        let err = Config::parse("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(err.contains("xml"), "{err}");
+        let ok = Config::parse("[etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\n").unwrap();
+        assert_eq!(ok.etcd.endpoints.len(), 1);
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("config/ exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n > 0, "no example config in {}", dir.display());
+    }
+}

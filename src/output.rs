@@ -1,0 +1,253 @@
+//! How results are printed with `-w simple|json|table`, in etcdctl's habits:
+//! `simple` is one comma-separated line per row, `json` is one JSON document, `table`
+//! draws boxes like etcdutl 3.5.30 (right-aligned cells, centred upper-case headers).
+
+use std::io::{self, Write};
+
+use crate::cli::Format;
+use crate::snapshot::{Inventory, Status, TrailerState};
+
+/// `lifeboat snapshot status`: etcdutl's output first, unchanged, then our own figures.
+pub fn status(out: &mut dyn Write, format: Format, s: &Status) -> io::Result<()> {
+    let etcdutl_row = [
+        format!("{:x}", s.hash),
+        s.revision.to_string(),
+        s.total_key.to_string(),
+        human_bytes(s.total_size),
+    ];
+    let extra = status_extra_rows(s);
+    match format {
+        Format::Json => json_line(out, s),
+        Format::Simple => {
+            writeln!(out, "{}", etcdutl_row.join(", "))?;
+            for (k, v) in extra {
+                writeln!(out, "{k}: {v}")?;
+            }
+            Ok(())
+        }
+        Format::Table => {
+            table(
+                out,
+                &["hash", "revision", "total keys", "total size"],
+                &[etcdutl_row.to_vec()],
+            )?;
+            let rows: Vec<Vec<String>> = extra.into_iter().map(|(k, v)| vec![k, v]).collect();
+            table(out, &["lifeboat", "value"], &rows)
+        }
+    }
+}
+
+fn status_extra_rows(s: &Status) -> Vec<(String, String)> {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let mut rows = vec![
+        ("live keys".into(), s.live_keys.to_string()),
+        (
+            "consistent index".into(),
+            opt(s.consistent_index.map(|v| v.to_string())),
+        ),
+        ("raft term".into(), opt(s.term.map(|v| v.to_string()))),
+        (
+            "scheduled compact revision".into(),
+            opt(s.scheduled_compact_revision.map(|v| v.to_string())),
+        ),
+        (
+            "finished compact revision".into(),
+            opt(s.finished_compact_revision.map(|v| v.to_string())),
+        ),
+        ("storage version".into(), opt(s.storage_version.clone())),
+        ("members".into(), s.members.join(",")),
+        ("leases".into(), s.leases.to_string()),
+        (
+            "auth".into(),
+            format!(
+                "{}, {} users",
+                if s.auth_enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                },
+                s.auth_users
+            ),
+        ),
+        (
+            "sha256 trailer".into(),
+            match s.sha256_trailer {
+                TrailerState::Verified => "present, matches".into(),
+                TrailerState::Absent => "absent (a raw bbolt file, not verified)".into(),
+            },
+        ),
+        ("db sha256".into(), s.sha256.clone()),
+    ];
+    if let Some(w) = &s.warning {
+        rows.push(("warning".into(), w.clone()));
+    }
+    rows
+}
+
+/// `lifeboat snapshot inspect`.
+pub fn inventory(out: &mut dyn Write, format: Format, inv: &Inventory) -> io::Result<()> {
+    let prefix_rows: Vec<Vec<String>> = inv
+        .prefixes
+        .iter()
+        .map(|p| {
+            vec![
+                display_prefix(&p.prefix),
+                p.keys.to_string(),
+                human_bytes(p.value_bytes),
+            ]
+        })
+        .collect();
+    let k8s_rows: Vec<Vec<String>> = inv
+        .kubernetes
+        .iter()
+        .map(|r| {
+            vec![
+                r.resource.clone(),
+                r.namespace.clone().unwrap_or_else(|| "(cluster)".into()),
+                r.keys.to_string(),
+                human_bytes(r.value_bytes),
+            ]
+        })
+        .collect();
+    match format {
+        Format::Json => json_line(out, inv),
+        Format::Simple => {
+            for r in &prefix_rows {
+                writeln!(out, "{}", r.join(", "))?;
+            }
+            if !k8s_rows.is_empty() {
+                writeln!(out)?;
+                writeln!(
+                    out,
+                    "kubernetes objects (resource, namespace, keys, value size):"
+                )?;
+                for r in &k8s_rows {
+                    writeln!(out, "{}", r.join(", "))?;
+                }
+            }
+            Ok(())
+        }
+        Format::Table => {
+            table(out, &["prefix", "keys", "value size"], &prefix_rows)?;
+            if !k8s_rows.is_empty() {
+                table(
+                    out,
+                    &["resource", "namespace", "keys", "value size"],
+                    &k8s_rows,
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn display_prefix(p: &str) -> String {
+    if p.is_empty() {
+        "(all keys)".into()
+    } else {
+        p.to_owned()
+    }
+}
+
+fn json_line<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)
+}
+
+/// Sizes as etcdutl prints them (go-humanize `Bytes`: SI units, one decimal below 10).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let e = ((n as f64).ln() / 1000f64.ln()).floor() as usize;
+    let e = e.min(UNITS.len() - 1);
+    let val = ((n as f64) / 1000f64.powi(e as i32) * 10.0 + 0.5).floor() / 10.0;
+    if val < 10.0 {
+        format!("{val:.1} {}", UNITS[e])
+    } else {
+        format!("{val:.0} {}", UNITS[e])
+    }
+}
+
+/// A box-drawn table like etcdutl 3.5.30's: headers upper-cased and centred, cells
+/// right-aligned, one space of padding.
+pub fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let headers: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
+    let width = |s: &str| s.chars().count();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| width(s))
+                .chain([width(&headers[c])])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let rule = |l: &str, m: &str, r: &str| {
+        let parts: Vec<String> = widths.iter().map(|w| "─".repeat(w + 2)).collect();
+        format!("{l}{}{r}", parts.join(m))
+    };
+    writeln!(out, "{}", rule("┌", "┬", "┐"))?;
+    let header_cells: Vec<String> = headers
+        .iter()
+        .zip(&widths)
+        .map(|(h, &w)| {
+            let gap = w - width(h);
+            let left = gap / 2;
+            format!(" {}{h}{} ", " ".repeat(left), " ".repeat(gap - left))
+        })
+        .collect();
+    writeln!(out, "│{}│", header_cells.join("│"))?;
+    writeln!(out, "{}", rule("├", "┼", "┤"))?;
+    for row in rows {
+        let cells: Vec<String> = widths
+            .iter()
+            .enumerate()
+            .map(|(c, &w)| {
+                let v = row.get(c).map(String::as_str).unwrap_or("");
+                format!(" {v:>w$} ")
+            })
+            .collect();
+        writeln!(out, "│{}│", cells.join("│"))?;
+    }
+    writeln!(out, "{}", rule("└", "┴", "┘"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_like_go_humanize() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(9), "9 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1000), "1.0 kB");
+        assert_eq!(human_bytes(73728), "74 kB");
+        assert_eq!(human_bytes(20480), "20 kB");
+        assert_eq!(human_bytes(1_073_741_824), "1.1 GB");
+        assert_eq!(human_bytes(25_165_824), "25 MB");
+    }
+
+    #[test]
+    fn table_matches_etcdutl_3_5_30_layout() {
+        let mut out = Vec::new();
+        let row = vec!["a195088d".into(), "53".into(), "58".into(), "74 kB".into()];
+        table(
+            &mut out,
+            &["hash", "revision", "total keys", "total size"],
+            &[row],
+        )
+        .unwrap();
+        let expected = "\
+┌──────────┬──────────┬────────────┬────────────┐
+│   HASH   │ REVISION │ TOTAL KEYS │ TOTAL SIZE │
+├──────────┼──────────┼────────────┼────────────┤
+│ a195088d │       53 │         58 │      74 kB │
+└──────────┴──────────┴────────────┴────────────┘
+";
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+}

@@ -1,0 +1,558 @@
+//! Opening a snapshot file and walking its bbolt B+trees page by page.
+//!
+//! Pages are read with positioned reads (`pread`) into small buffers, one page (plus its
+//! overflow) per tree level at a time, so memory does not grow with the file. The only
+//! structure that grows with the file is the set of pages already seen (one bit per
+//! page: 32 KiB for a 1 GiB database), which is how a page referenced twice — a cycle or
+//! a cross-linked tree — is caught, as bbolt's own consistency check does.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::error::{Corrupted, SnapshotError};
+use super::page::{
+    BucketHeader, FLAG_BRANCH, FLAG_FREELIST, FLAG_LEAF, MAX_PAGE_SIZE, MIN_PAGE_SIZE, Meta,
+    MetaProblem, NO_FREELIST, PAGE_HEADER_SIZE, PageHeader, PageView,
+};
+
+/// Length of the sha256 digest etcd appends to a snapshot.
+pub const TRAILER_LEN: u64 = 32;
+
+/// B+trees and bucket nesting deeper than this are treated as corruption (a real bbolt
+/// tree of 4 KiB pages is a handful of levels deep even for 8 GiB).
+const MAX_DEPTH: usize = 64;
+
+/// etcd's rule (`hasChecksum` in etcdutl): a snapshot carries a sha256 trailer when its
+/// length is 32 more than a multiple of 512.
+pub fn has_trailer(file_len: u64) -> bool {
+    file_len % 512 == TRAILER_LEN
+}
+
+/// An open snapshot (or raw bbolt) file.
+pub struct Database {
+    path: PathBuf,
+    file: File,
+    file_len: u64,
+    /// Length of the bbolt bytes: the file without its trailer.
+    db_len: u64,
+    trailer: Option<[u8; 32]>,
+    meta: Meta,
+    /// Which meta page (0 or 1) is in use, and why the other was not, if it was not.
+    meta_page: u8,
+    meta_warning: Option<String>,
+    seen: PageSet,
+    bucket_depth: usize,
+}
+
+/// Where a bucket's tree lives: its own root page, or inline in its parent's leaf.
+#[derive(Debug, Clone, Copy)]
+pub enum BucketRef<'a> {
+    Page(u64),
+    /// The inline page bytes and their file offset.
+    Inline(&'a [u8], u64),
+}
+
+/// One entry of a bucket, as seen while walking it in key order.
+pub enum Entry<'a> {
+    Value(&'a [u8]),
+    Bucket(BucketRef<'a>),
+}
+
+/// The visitor called for every entry of a bucket, in key order, with the file offset of
+/// the entry's value (for error messages). It gets the database back so it can descend
+/// into a nested bucket.
+pub type Visit<'v> = dyn FnMut(&mut Database, &[u8], Entry<'_>, u64) -> Result<(), Corrupted> + 'v;
+
+impl Database {
+    /// Opens `path`, detects the sha256 trailer, and validates the meta pages.
+    /// The trailer is only located here; [`Database::verify_trailer`] checks it.
+    pub fn open(path: &Path) -> Result<Self, SnapshotError> {
+        let file = File::open(path).map_err(|e| SnapshotError::io(path, e))?;
+        let md = file.metadata().map_err(|e| SnapshotError::io(path, e))?;
+        if md.is_dir() {
+            return Err(SnapshotError::NotBbolt {
+                path: path.to_path_buf(),
+                reason: "it is a directory".into(),
+            });
+        }
+        let file_len = md.len();
+        let not_bbolt = |reason: String| SnapshotError::NotBbolt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if file_len < 2 * u64::from(MIN_PAGE_SIZE) {
+            return Err(not_bbolt(format!(
+                "{file_len} bytes is too small to hold the two bbolt meta pages"
+            )));
+        }
+        let (db_len, trailer) = if has_trailer(file_len) {
+            let mut t = [0u8; 32];
+            file.read_exact_at(&mut t, file_len - TRAILER_LEN)
+                .map_err(|e| SnapshotError::io(path, e))?;
+            (file_len - TRAILER_LEN, Some(t))
+        } else {
+            (file_len, None)
+        };
+
+        let read = |off: u64, len: usize| -> Result<Vec<u8>, SnapshotError> {
+            let len = len.min(db_len.saturating_sub(off) as usize);
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, off)
+                .map_err(|e| SnapshotError::io(path, e))?;
+            Ok(buf)
+        };
+
+        // Meta page 0 tells the page size. If it is damaged, look for meta page 1 at every
+        // page size bbolt could have used, as bbolt itself falls back to meta page 1.
+        let first = read(0, PAGE_HEADER_SIZE + 64)?;
+        let meta0 = Meta::parse(&first);
+        let page_size = match meta0 {
+            Ok(m) => m.page_size,
+            Err(_) => {
+                let mut found = None;
+                let mut ps = MIN_PAGE_SIZE;
+                while ps <= MAX_PAGE_SIZE && u64::from(ps) < db_len {
+                    let candidate = Meta::parse(&read(u64::from(ps), PAGE_HEADER_SIZE + 64)?);
+                    if candidate.is_ok_and(|m| m.page_size == ps) {
+                        found = Some(ps);
+                        break;
+                    }
+                    ps *= 2;
+                }
+                match (found, meta0) {
+                    (Some(ps), _) => ps,
+                    (None, Err(MetaProblem::Magic)) => {
+                        return Err(not_bbolt("no bbolt magic number in the meta pages".into()));
+                    }
+                    (None, Err(p)) => {
+                        return Err(SnapshotError::corrupted(
+                            path,
+                            Corrupted::new(
+                                format!(
+                                    "both meta pages are invalid (meta page 0: {p}; \
+                                     meta page 1 not found)"
+                                ),
+                                0,
+                            ),
+                        ));
+                    }
+                    (None, Ok(_)) => unreachable!("meta0 was invalid on this branch"),
+                }
+            }
+        };
+        if !page_size.is_power_of_two() || !(MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size) {
+            return Err(SnapshotError::corrupted(
+                path,
+                Corrupted::new(format!("meta page size {page_size} is not valid"), 24),
+            ));
+        }
+        let ps = u64::from(page_size);
+        let meta1 = if 2 * ps <= db_len {
+            Meta::parse(&read(ps, PAGE_HEADER_SIZE + 64)?)
+        } else {
+            Err(MetaProblem::Magic)
+        };
+
+        // Like bbolt: prefer the meta with the higher txid; fall back to the other one.
+        let (meta, meta_page, meta_warning) = match (meta0, meta1) {
+            (Ok(a), Ok(b)) if b.txid > a.txid => (b, 1, None),
+            (Ok(a), Ok(_)) => (a, 0, None),
+            (Ok(a), Err(p)) => (a, 0, Some(format!("meta page 1 is invalid ({p})"))),
+            (Err(p), Ok(b)) => (b, 1, Some(format!("meta page 0 is invalid ({p})"))),
+            (Err(p0), Err(p1)) => {
+                return Err(SnapshotError::corrupted(
+                    path,
+                    Corrupted::new(
+                        format!("both meta pages are invalid (page 0: {p0}; page 1: {p1})"),
+                        0,
+                    ),
+                ));
+            }
+        };
+        if meta.page_size != page_size {
+            return Err(SnapshotError::corrupted(
+                path,
+                Corrupted::new(
+                    format!(
+                        "meta pages disagree on the page size ({} and {page_size})",
+                        meta.page_size
+                    ),
+                    u64::from(meta_page) * ps + 24,
+                ),
+            ));
+        }
+        let needed = meta.pgid.checked_mul(ps).ok_or_else(|| {
+            SnapshotError::corrupted(
+                path,
+                Corrupted::new(format!("meta page count {} is absurd", meta.pgid), 56),
+            )
+        })?;
+        if needed > db_len {
+            return Err(SnapshotError::Truncated {
+                path: path.to_path_buf(),
+                expected: needed,
+                actual: file_len,
+            });
+        }
+        if meta.pgid < 3 || meta.root < 2 || meta.root >= meta.pgid {
+            return Err(SnapshotError::corrupted(
+                path,
+                Corrupted::new(
+                    format!(
+                        "meta root page {} is outside the database ({} pages)",
+                        meta.root, meta.pgid
+                    ),
+                    u64::from(meta_page) * ps + 32,
+                ),
+            ));
+        }
+        let mut seen = PageSet::new(meta.pgid);
+        seen.insert(0);
+        seen.insert(1);
+        Ok(Database {
+            path: path.to_path_buf(),
+            file,
+            file_len,
+            db_len,
+            trailer,
+            meta,
+            meta_page,
+            meta_warning,
+            seen,
+            bucket_depth: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+    pub fn db_len(&self) -> u64 {
+        self.db_len
+    }
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+    pub fn meta_page(&self) -> u8 {
+        self.meta_page
+    }
+    pub fn meta_warning(&self) -> Option<&str> {
+        self.meta_warning.as_deref()
+    }
+    pub fn trailer(&self) -> Option<&[u8; 32]> {
+        self.trailer.as_ref()
+    }
+    /// The size bbolt reports for the database (`tx.Size()`): pages in use × page size.
+    pub fn size(&self) -> u64 {
+        self.meta.pgid * u64::from(self.meta.page_size)
+    }
+
+    /// A second handle on the file, for reading it in another thread (the trailer check).
+    pub fn try_clone_file(&self) -> Result<File, SnapshotError> {
+        self.file
+            .try_clone()
+            .map_err(|e| SnapshotError::io(&self.path, e))
+    }
+
+    /// Reads page `id` and its overflow pages, checking its header against where it was
+    /// found, and marks those pages as seen.
+    fn read_page(&mut self, id: u64, referrer: u64) -> Result<(Vec<u8>, u64), Corrupted> {
+        let ps = u64::from(self.meta.page_size);
+        if id < 2 || id >= self.meta.pgid {
+            return Err(Corrupted::new(
+                format!(
+                    "reference to page {id}, outside the database's {} pages",
+                    self.meta.pgid
+                ),
+                referrer,
+            ));
+        }
+        let offset = id * ps;
+        let mut buf = vec![0u8; ps as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| Corrupted::new(format!("reading page {id}: {e}"), offset))?;
+        let header = PageHeader::parse(&buf, offset)?;
+        if header.id != id {
+            return Err(Corrupted::new(
+                format!("page {id} says it is page {}", header.id),
+                offset,
+            ));
+        }
+        let last = id + u64::from(header.overflow);
+        if last >= self.meta.pgid {
+            return Err(Corrupted::new(
+                format!(
+                    "page {id} claims {} overflow pages, past the end of the database",
+                    header.overflow
+                ),
+                offset + 12,
+            ));
+        }
+        if header.overflow > 0 {
+            let total = (u64::from(header.overflow) + 1) * ps;
+            buf.resize(total as usize, 0);
+            self.file
+                .read_exact_at(&mut buf[ps as usize..], offset + ps)
+                .map_err(|e| Corrupted::new(format!("reading page {id}: {e}"), offset))?;
+        }
+        for p in id..=last {
+            if !self.seen.insert(p) {
+                return Err(Corrupted::new(
+                    format!("page {p} is referenced twice"),
+                    referrer,
+                ));
+            }
+        }
+        Ok((buf, offset))
+    }
+
+    /// Walks the root bucket (whose entries are the top-level buckets).
+    pub fn walk_root(&mut self, visit: &mut Visit<'_>) -> Result<(), Corrupted> {
+        let root = self.meta.root;
+        let at = u64::from(self.meta_page) * u64::from(self.meta.page_size) + 32;
+        self.walk_bucket(BucketRef::Page(root), at, visit)
+    }
+
+    /// Calls `visit` for every entry of a bucket in key order, checking the tree on the
+    /// way: page types, key order, and bounds. `referrer` is the file offset of whatever
+    /// pointed at this bucket, for error messages.
+    pub fn walk_bucket(
+        &mut self,
+        bucket: BucketRef<'_>,
+        referrer: u64,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), Corrupted> {
+        if self.bucket_depth >= MAX_DEPTH {
+            return Err(Corrupted::new(
+                format!("buckets nested more than {MAX_DEPTH} deep"),
+                referrer,
+            ));
+        }
+        self.bucket_depth += 1;
+        let result = self.walk_bucket_tree(bucket, referrer, visit);
+        self.bucket_depth -= 1;
+        result
+    }
+
+    fn walk_bucket_tree(
+        &mut self,
+        bucket: BucketRef<'_>,
+        referrer: u64,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), Corrupted> {
+        let mut order = KeyOrder::default();
+        match bucket {
+            BucketRef::Page(id) => self.walk_page(id, 0, referrer, &mut order, visit),
+            BucketRef::Inline(bytes, offset) => {
+                let page = PageView::new(bytes, offset)?;
+                if page.header.flags != FLAG_LEAF {
+                    return Err(Corrupted::new(
+                        format!(
+                            "inline bucket page is a {} page, not a leaf",
+                            page.header.kind()
+                        ),
+                        offset + 8,
+                    ));
+                }
+                self.visit_leaf(&page, &mut order, visit)
+            }
+        }
+    }
+
+    fn walk_page(
+        &mut self,
+        id: u64,
+        level: usize,
+        referrer: u64,
+        order: &mut KeyOrder,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), Corrupted> {
+        if level > MAX_DEPTH {
+            return Err(Corrupted::new(
+                format!("B+tree deeper than {MAX_DEPTH} levels"),
+                referrer,
+            ));
+        }
+        let (buf, offset) = self.read_page(id, referrer)?;
+        let page = PageView::new(&buf, offset)?;
+        match page.header.flags {
+            FLAG_LEAF => self.visit_leaf(&page, order, visit),
+            FLAG_BRANCH => {
+                let count = usize::from(page.header.count);
+                if count == 0 {
+                    return Err(Corrupted::new("branch page has no elements", offset + 10));
+                }
+                for i in 0..count {
+                    let e = page.branch_element(i)?;
+                    let elem_at = offset + (PAGE_HEADER_SIZE + i * 16) as u64;
+                    // Branch keys increase, and each is above every key before it...
+                    if order.last.as_deref().is_some_and(|prev| e.key <= prev) {
+                        return Err(Corrupted::new(
+                            format!("branch page {id}: keys out of order at element {i}"),
+                            elem_at,
+                        ));
+                    }
+                    // ...and at or below every key of its child.
+                    order.raise_lower_bound(e.key);
+                    self.walk_page(e.child, level + 1, elem_at + 8, order, visit)?;
+                }
+                Ok(())
+            }
+            _ => Err(Corrupted::new(
+                format!(
+                    "page {id} is a {} page ({:#x}) where a branch or leaf page belongs",
+                    page.header.kind(),
+                    page.header.flags
+                ),
+                offset + 8,
+            )),
+        }
+    }
+
+    fn visit_leaf(
+        &mut self,
+        page: &PageView<'_>,
+        order: &mut KeyOrder,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), Corrupted> {
+        for i in 0..usize::from(page.header.count) {
+            let e = page.leaf_element(i)?;
+            if !order.accept(e.key) {
+                return Err(Corrupted::new(
+                    format!("leaf page: keys out of order at element {i}"),
+                    page.offset + (PAGE_HEADER_SIZE + i * 16) as u64,
+                ));
+            }
+            let value_at = page.offset + e.value_offset as u64;
+            if e.is_bucket {
+                let h = BucketHeader::parse(e.value, value_at)?;
+                let bucket = if h.root == 0 {
+                    BucketRef::Inline(&e.value[16..], value_at + 16)
+                } else {
+                    BucketRef::Page(h.root)
+                };
+                visit(self, e.key, Entry::Bucket(bucket), value_at)?;
+            } else {
+                visit(self, e.key, Entry::Value(e.value), value_at)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After every bucket was walked: bbolt's remaining consistency checks. When the
+    /// freelist was written (no `NoFreelistSync`), every page must be reachable or free,
+    /// and no free page reachable. etcd does not write the freelist; then the unreachable
+    /// pages are the free ones and there is nothing more to check.
+    pub fn check_free_pages(&mut self) -> Result<(), Corrupted> {
+        if self.meta.freelist == NO_FREELIST {
+            return Ok(());
+        }
+        let meta_at = u64::from(self.meta_page) * u64::from(self.meta.page_size) + 48;
+        let fl = self.meta.freelist;
+        let (buf, offset) = self.read_page(fl, meta_at)?;
+        let page = PageView::new(&buf, offset)?;
+        if page.header.flags != FLAG_FREELIST {
+            return Err(Corrupted::new(
+                format!("freelist page {fl} is a {} page", page.header.kind()),
+                offset + 8,
+            ));
+        }
+        let mut free = PageSet::new(self.meta.pgid);
+        for id in page.freelist_ids()? {
+            if id < 2 || id >= self.meta.pgid {
+                return Err(Corrupted::new(
+                    format!("freelist lists page {id}, outside the database"),
+                    offset,
+                ));
+            }
+            if self.seen.contains(id) {
+                return Err(Corrupted::new(
+                    format!("page {id} is both reachable and on the freelist"),
+                    offset,
+                ));
+            }
+            free.insert(id);
+        }
+        for id in 0..self.meta.pgid {
+            if !self.seen.contains(id) && !free.contains(id) {
+                return Err(Corrupted::new(
+                    format!("page {id} is neither reachable nor free"),
+                    id * u64::from(self.meta.page_size),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ordering rules of one bucket's keys while its tree is walked in order: strictly
+/// increasing, and the first key under a branch element not below that element's key.
+#[derive(Default)]
+struct KeyOrder {
+    last: Option<Vec<u8>>,
+    lower: Option<Vec<u8>>,
+}
+
+impl KeyOrder {
+    fn raise_lower_bound(&mut self, key: &[u8]) {
+        if self.lower.as_deref().is_none_or(|l| key > l) {
+            self.lower = Some(key.to_vec());
+        }
+    }
+
+    /// Records the next key in walk order; false when it breaks the order.
+    fn accept(&mut self, key: &[u8]) -> bool {
+        if self.last.as_deref().is_some_and(|prev| key <= prev) {
+            return false;
+        }
+        if self
+            .lower
+            .take()
+            .is_some_and(|lower| key < lower.as_slice())
+        {
+            return false;
+        }
+        match &mut self.last {
+            Some(k) => {
+                k.clear();
+                k.extend_from_slice(key);
+            }
+            None => self.last = Some(key.to_vec()),
+        }
+        true
+    }
+}
+
+/// One bit per page id.
+struct PageSet {
+    bits: Vec<u64>,
+}
+
+impl PageSet {
+    fn new(pages: u64) -> Self {
+        PageSet {
+            bits: vec![0; pages.div_ceil(64) as usize],
+        }
+    }
+    /// Returns false when the page was already in the set.
+    fn insert(&mut self, id: u64) -> bool {
+        let (w, b) = ((id / 64) as usize, id % 64);
+        match self.bits.get_mut(w) {
+            Some(word) => {
+                let had = *word & (1 << b) != 0;
+                *word |= 1 << b;
+                !had
+            }
+            None => false,
+        }
+    }
+    fn contains(&self, id: u64) -> bool {
+        self.bits
+            .get((id / 64) as usize)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+}

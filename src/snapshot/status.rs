@@ -1,0 +1,287 @@
+//! One pass over a snapshot file: the figures `etcdutl snapshot status` prints, our own
+//! extra figures, and the index of live keys that `inspect` summarises.
+//!
+//! What etcdutl 3.5 computes (`etcdutl/snapshot/v3_snapshot.go`, `Status`):
+//! - `hash`: CRC-32C fed, for every top-level bucket in name order, the bucket name, then
+//!   every key and value of that bucket in key order (a nested bucket contributes only
+//!   its key);
+//! - `revision`: the main revision of the last key of the `key` bucket;
+//! - `totalKey`: the number of entries in all top-level buckets together;
+//! - `totalSize`: pages in use × page size.
+//!
+//! The sha256 trailer is checked in a second thread while the tree is walked.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::db::{BucketRef, Database, Entry};
+use super::error::{Corrupted, SnapshotError};
+use super::mvcc::{KeyValue, Revision};
+
+/// The figures of one snapshot file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    // --- exactly as etcdutl 3.5 reports them ---
+    pub hash: u32,
+    pub revision: i64,
+    pub total_key: u64,
+    pub total_size: u64,
+    // --- ours ---
+    /// Keys that exist at `revision` (the latest version of each key, deletes applied);
+    /// what etcd 3.6's `totalKey` counts.
+    pub live_keys: u64,
+    pub consistent_index: Option<u64>,
+    pub term: Option<u64>,
+    pub scheduled_compact_revision: Option<i64>,
+    pub finished_compact_revision: Option<i64>,
+    /// `meta/storageVersion`, written by etcd 3.6 and later.
+    pub storage_version: Option<String>,
+    /// The member names recorded in the `members` bucket.
+    pub members: Vec<String>,
+    pub leases: u64,
+    pub auth_enabled: bool,
+    pub auth_users: u64,
+    pub page_size: u32,
+    pub txid: u64,
+    /// `verified` or `absent` (a mismatch is an error, never a status).
+    pub sha256_trailer: TrailerState,
+    /// sha256 of the bbolt bytes (the trailer's value when there is one).
+    pub sha256: String,
+    pub file_size: u64,
+    /// Set when one of the two meta pages was invalid and the other one was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrailerState {
+    Verified,
+    Absent,
+}
+
+/// The live keys of a snapshot: key → size of its value.
+#[derive(Debug, Default, Clone)]
+pub struct KeyIndex {
+    pub keys: HashMap<Vec<u8>, u64>,
+}
+
+/// Reads the whole file once: status figures and the live-key index.
+pub fn scan(path: &Path) -> Result<(Status, KeyIndex), SnapshotError> {
+    let mut db = Database::open(path)?;
+    let hash_file = db.try_clone_file()?;
+    let db_len = db.db_len();
+    std::thread::scope(|s| {
+        let sha = s.spawn(move || sha256_prefix(hash_file, db_len));
+        let walked = walk(&mut db);
+        let digest = sha
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("sha256 thread failed")))
+            .map_err(|e| SnapshotError::io(path, e))?;
+        let digest_hex = hex(&digest);
+        // A wrong trailer explains any structural damage found, so it is reported first.
+        let trailer = match db.trailer() {
+            Some(t) if t[..] == digest[..] => TrailerState::Verified,
+            Some(t) => {
+                return Err(SnapshotError::TrailerMismatch {
+                    path: path.to_path_buf(),
+                    expected: hex(t),
+                    actual: digest_hex,
+                });
+            }
+            None => TrailerState::Absent,
+        };
+        let (mut acc, index) = walked.map_err(|c| SnapshotError::corrupted(path, c))?;
+        acc.status.sha256_trailer = trailer;
+        acc.status.sha256 = digest_hex;
+        acc.status.live_keys = index.keys.len() as u64;
+        Ok((acc.status, index))
+    })
+}
+
+struct Accumulator {
+    status: Status,
+    crc: u32,
+}
+
+fn walk(db: &mut Database) -> Result<(Accumulator, KeyIndex), Corrupted> {
+    let meta = *db.meta();
+    let mut acc = Accumulator {
+        status: Status {
+            hash: 0,
+            revision: 0,
+            total_key: 0,
+            total_size: db.size(),
+            live_keys: 0,
+            consistent_index: None,
+            term: None,
+            scheduled_compact_revision: None,
+            finished_compact_revision: None,
+            storage_version: None,
+            members: Vec::new(),
+            leases: 0,
+            auth_enabled: false,
+            auth_users: 0,
+            page_size: meta.page_size,
+            txid: meta.txid,
+            sha256_trailer: TrailerState::Absent,
+            sha256: String::new(),
+            file_size: db.file_len(),
+            warning: db.meta_warning().map(str::to_owned),
+        },
+        crc: 0,
+    };
+    let mut index = KeyIndex::default();
+    db.walk_root(&mut |db, name, entry, at| {
+        let Entry::Bucket(bucket) = entry else {
+            return Err(Corrupted::new(
+                format!(
+                    "top-level key {:?} is not a bucket",
+                    String::from_utf8_lossy(name)
+                ),
+                at,
+            ));
+        };
+        acc.crc = crc32c::crc32c_append(acc.crc, name);
+        let name = name.to_vec();
+        db.walk_bucket(bucket, at, &mut |db, k, e, at| {
+            acc.crc = crc32c::crc32c_append(acc.crc, k);
+            acc.status.total_key += 1;
+            match e {
+                Entry::Value(v) => {
+                    acc.crc = crc32c::crc32c_append(acc.crc, v);
+                    record(&name, k, v, at, &mut acc.status, &mut index)
+                }
+                // Nested buckets are not part of etcd's schema; etcdutl hashes only their
+                // name, but bbolt's check still walks them.
+                Entry::Bucket(b) => walk_nested(db, b, at),
+            }
+        })
+    })?;
+    db.check_free_pages()?;
+    acc.status.hash = acc.crc;
+    Ok((acc, index))
+}
+
+fn walk_nested(db: &mut Database, bucket: BucketRef<'_>, at: u64) -> Result<(), Corrupted> {
+    db.walk_bucket(bucket, at, &mut |db, _k, e, at| match e {
+        Entry::Value(_) => Ok(()),
+        Entry::Bucket(b) => walk_nested(db, b, at),
+    })
+}
+
+/// Takes what the figures need from one entry of a top-level bucket.
+fn record(
+    bucket: &[u8],
+    k: &[u8],
+    v: &[u8],
+    at: u64,
+    status: &mut Status,
+    index: &mut KeyIndex,
+) -> Result<(), Corrupted> {
+    match bucket {
+        b"key" => {
+            let rev = Revision::parse(k).ok_or_else(|| {
+                Corrupted::new(
+                    format!("key bucket holds {:?}, not a revision", escape(k)),
+                    at,
+                )
+            })?;
+            status.revision = rev.main;
+            let kv = KeyValue::decode(v).map_err(|why| {
+                Corrupted::new(
+                    format!(
+                        "key bucket value at revision {}/{}: not an mvccpb.KeyValue ({why})",
+                        rev.main, rev.sub
+                    ),
+                    at,
+                )
+            })?;
+            if rev.tombstone {
+                index.keys.remove(kv.key);
+            } else if let Some(size) = index.keys.get_mut(kv.key) {
+                *size = kv.value.len() as u64;
+            } else {
+                index.keys.insert(kv.key.to_vec(), kv.value.len() as u64);
+            }
+        }
+        b"meta" => match k {
+            b"consistent_index" => status.consistent_index = be_u64(v),
+            b"term" => status.term = be_u64(v),
+            b"scheduledCompactRev" => status.scheduled_compact_revision = Revision::parse_main(v),
+            b"finishedCompactRev" => status.finished_compact_revision = Revision::parse_main(v),
+            b"storageVersion" => {
+                status.storage_version = Some(String::from_utf8_lossy(v).into_owned())
+            }
+            _ => {}
+        },
+        b"members" => {
+            #[derive(serde::Deserialize)]
+            struct Member {
+                #[serde(default)]
+                name: String,
+            }
+            let name = serde_json::from_slice::<Member>(v)
+                .map(|m| m.name)
+                .unwrap_or_default();
+            let name = if name.is_empty() {
+                // A member that never started has no name yet: show its id.
+                String::from_utf8_lossy(k).into_owned()
+            } else {
+                name
+            };
+            status.members.push(name);
+        }
+        b"lease" => status.leases += 1,
+        b"auth" if k == b"authEnabled" => status.auth_enabled = v == [1],
+        b"authUsers" => status.auth_users += 1,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn be_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.get(0..8)?.try_into().ok()?))
+}
+
+fn escape(b: &[u8]) -> String {
+    b.escape_ascii().to_string()
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+}
+
+/// sha256 of the first `len` bytes of `file`, read sequentially in 1 MiB blocks.
+fn sha256_prefix(file: File, len: u64) -> std::io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut reader = file.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    if total != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "file shrank while it was being read",
+        ));
+    }
+    Ok(hasher.finalize().into())
+}
