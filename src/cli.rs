@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigError};
 use crate::output;
-use crate::snapshot::{self, SnapshotError};
+use crate::snapshot::{self, ScanOptions, SnapshotError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,12 +74,19 @@ pub enum SnapshotCommand {
 pub struct StatusArgs {
     /// Snapshot file (as written by `etcdctl snapshot save`, or a raw member/snap/db).
     pub file: PathBuf,
+    /// Do not compute the sha256 to compare with the trailer (as etcdutl, which never
+    /// does). The structure is still checked.
+    #[arg(long)]
+    pub skip_hash_check: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Snapshot file.
     pub file: PathBuf,
+    /// Do not verify the sha256 trailer.
+    #[arg(long)]
+    pub skip_hash_check: bool,
     /// Only keys starting with this prefix.
     #[arg(long, default_value = "")]
     pub prefix: String,
@@ -121,12 +128,18 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
 pub fn run(cli: &Cli, _config: &Config, out: &mut dyn Write) -> Result<(), Failure> {
     match &cli.command {
         Command::Snapshot(SnapshotCommand::Status(args)) => {
-            let status = snapshot::status(&args.file)?;
+            let options = ScanOptions {
+                verify_trailer: !args.skip_hash_check,
+            };
+            let (status, _) = snapshot::scan(&args.file, options)?;
             tracing::info!(file = %args.file.display(), revision = status.revision, "snapshot read");
             output::status(out, cli.write_out, &status).map_err(Failure::Output)
         }
         Command::Snapshot(SnapshotCommand::Inspect(args)) => {
-            let (_, index) = snapshot::scan(&args.file)?;
+            let options = ScanOptions {
+                verify_trailer: !args.skip_hash_check,
+            };
+            let (_, index) = snapshot::scan(&args.file, options)?;
             let inventory = snapshot::inventory(&index, &args.prefix, args.depth);
             output::inventory(out, cli.write_out, &inventory).map_err(Failure::Output)
         }

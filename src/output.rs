@@ -29,10 +29,11 @@ pub fn status(out: &mut dyn Write, format: Format, s: &Status) -> io::Result<()>
             table(
                 out,
                 &["hash", "revision", "total keys", "total size"],
+                &[Right; 4],
                 &[etcdutl_row.to_vec()],
             )?;
             let rows: Vec<Vec<String>> = extra.into_iter().map(|(k, v)| vec![k, v]).collect();
-            table(out, &["lifeboat", "value"], &rows)
+            table(out, &["lifeboat", "value"], &[Left, Left], &rows)
         }
     }
 }
@@ -74,9 +75,10 @@ fn status_extra_rows(s: &Status) -> Vec<(String, String)> {
             match s.sha256_trailer {
                 TrailerState::Verified => "present, matches".into(),
                 TrailerState::Absent => "absent (a raw bbolt file, not verified)".into(),
+                TrailerState::NotChecked => "present, not checked (--skip-hash-check)".into(),
             },
         ),
-        ("db sha256".into(), s.sha256.clone()),
+        ("db sha256".into(), opt(s.sha256.clone())),
     ];
     if let Some(w) = &s.warning {
         rows.push(("warning".into(), w.clone()));
@@ -128,11 +130,17 @@ pub fn inventory(out: &mut dyn Write, format: Format, inv: &Inventory) -> io::Re
             Ok(())
         }
         Format::Table => {
-            table(out, &["prefix", "keys", "value size"], &prefix_rows)?;
+            table(
+                out,
+                &["prefix", "keys", "value size"],
+                &[Left, Right, Right],
+                &prefix_rows,
+            )?;
             if !k8s_rows.is_empty() {
                 table(
                     out,
                     &["resource", "namespace", "keys", "value size"],
+                    &[Left, Left, Right, Right],
                     &k8s_rows,
                 )?;
             }
@@ -170,9 +178,22 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// A box-drawn table like etcdutl 3.5.30's: headers upper-cased and centred, cells
-/// right-aligned, one space of padding.
-pub fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+/// How a column's cells are aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+use Align::{Left, Right};
+
+/// A box-drawn table like etcdutl 3.5.30's: headers upper-cased and centred, one space of
+/// padding. etcdutl right-aligns every cell; our own tables left-align text columns.
+pub fn table(
+    out: &mut dyn Write,
+    headers: &[&str],
+    align: &[Align],
+    rows: &[Vec<String>],
+) -> io::Result<()> {
     let headers: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
     let width = |s: &str| s.chars().count();
     let widths: Vec<usize> = (0..headers.len())
@@ -207,7 +228,10 @@ pub fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io:
             .enumerate()
             .map(|(c, &w)| {
                 let v = row.get(c).map(String::as_str).unwrap_or("");
-                format!(" {v:>w$} ")
+                match align.get(c) {
+                    Some(Left) => format!(" {v:<w$} "),
+                    _ => format!(" {v:>w$} "),
+                }
             })
             .collect();
         writeln!(out, "│{}│", cells.join("│"))?;
@@ -238,6 +262,7 @@ mod tests {
         table(
             &mut out,
             &["hash", "revision", "total keys", "total size"],
+            &[Right; 4],
             &[row],
         )
         .unwrap();

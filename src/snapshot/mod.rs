@@ -18,14 +18,14 @@ use std::path::Path;
 
 pub use error::{Corrupted, SnapshotError};
 pub use inventory::{Inventory, PrefixCount, ResourceCount, inventory};
-pub use status::{KeyIndex, Status, TrailerState};
+pub use status::{KeyIndex, ScanOptions, Status, TrailerState};
 
-/// The status figures of the snapshot file at `path` (trailer verified when present).
+/// The status figures of the snapshot file at `path`, its trailer verified when present.
 pub fn status(path: &Path) -> Result<Status, SnapshotError> {
-    status::scan(path).map(|(s, _)| s)
+    status::scan(path, ScanOptions::default()).map(|(s, _)| s)
 }
 
 /// The status figures and the live-key index of the snapshot file at `path`.
-pub fn scan(path: &Path) -> Result<(Status, KeyIndex), SnapshotError> {
-    status::scan(path)
+pub fn scan(path: &Path, options: ScanOptions) -> Result<(Status, KeyIndex), SnapshotError> {
+    status::scan(path, options)
 }

@@ -1,0 +1,174 @@
+//! Fills an etcd with Kubernetes-like data until its database reaches a target size:
+//! objects under `/registry/<resource>/<namespace>/<name>` with protobuf-looking values of
+//! 1–12 KiB (compressible like real ones), each object written a few times so history
+//! accumulates, as it does in a live cluster. Used by `make bench` and `make demo`.
+//!
+//! ```text
+//! cargo run --release --example load_kubernetes -- --endpoint http://127.0.0.1:2379 \
+//!     --target-bytes 1073741824
+//! ```
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use etcd_client::{Client, TxnOp};
+use tokio::sync::Semaphore;
+
+const RESOURCES: &[&str] = &[
+    "pods",
+    "configmaps",
+    "secrets",
+    "events",
+    "deployments",
+    "replicasets",
+    "services/specs",
+    "endpointslices",
+    "serviceaccounts",
+    "leases",
+];
+
+struct Args {
+    endpoint: String,
+    target_bytes: u64,
+    namespaces: usize,
+    max_keys: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        endpoint: "http://127.0.0.1:2379".into(),
+        target_bytes: 64 << 20,
+        namespaces: 40,
+        max_keys: u64::MAX,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--endpoint" => args.endpoint = value()?,
+            "--target-bytes" => args.target_bytes = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--namespaces" => args.namespaces = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--max-keys" => args.max_keys = value()?.parse().map_err(|e| format!("{e}"))?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(args)
+}
+
+/// A small deterministic generator (xorshift), so runs are repeatable.
+struct Noise(u64);
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A value that looks like a Kubernetes protobuf object: the `k8s\0` magic, repeated
+/// field names and labels, and a share of random ids, so it compresses about as well.
+fn object_value(noise: &mut Noise, resource: &str, ns: &str, name: &str, generation: u64) -> Vec<u8> {
+    let size = 1024 + (noise.next() % (11 * 1024)) as usize;
+    let mut v = Vec::with_capacity(size + 256);
+    v.extend_from_slice(b"k8s\0\n\x02v1\x12\x03Pod\x1a");
+    let header = format!(
+        "metadata: name={name} namespace={ns} resourceVersion={generation} uid={:016x}-{:08x} \
+         labels: app.kubernetes.io/name={name} app.kubernetes.io/part-of={resource} ",
+        noise.next(),
+        noise.next() as u32
+    );
+    v.extend_from_slice(header.as_bytes());
+    while v.len() < size {
+        match noise.next() % 4 {
+            0 => v.extend_from_slice(format!("{:016x}", noise.next()).as_bytes()),
+            1 => v.extend_from_slice(b" managedFields: manager=kube-controller-manager operation=Update "),
+            2 => v.extend_from_slice(b" spec: containers: image=registry.example/app:1.2.3 resources: limits: cpu=500m memory=256Mi "),
+            _ => v.extend_from_slice(format!(" status: conditions: type=Ready status=True lastTransitionTime={} ", noise.next() % 1_000_000_000).as_bytes()),
+        }
+    }
+    v.truncate(size);
+    v
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("load_kubernetes: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(args).await {
+        eprintln!("load_kubernetes: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), etcd_client::Error> {
+    let client = Client::connect([args.endpoint.as_str()], None).await?;
+    let started = Instant::now();
+    let in_flight = Arc::new(Semaphore::new(16));
+    let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+    let objects_per_round = 20_000u64;
+    let mut written = 0u64;
+    let mut round = 0u64;
+    let mut maintenance = client.maintenance_client();
+    'outer: loop {
+        // Each round rewrites the same objects (new revisions) and adds a few new ones.
+        let objects = objects_per_round + round * 1000;
+        let mut batch = Vec::with_capacity(64);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..objects {
+            if written >= args.max_keys {
+                break;
+            }
+            let resource = RESOURCES[(i % RESOURCES.len() as u64) as usize];
+            let ns = format!("team-{:02}", (i / 7) % args.namespaces as u64);
+            let name = format!("{}-{i:06}", resource.replace('/', "-"));
+            let key = format!("/registry/{resource}/{ns}/{name}");
+            batch.push(TxnOp::put(
+                key,
+                object_value(&mut noise, resource, &ns, &name, round),
+                None,
+            ));
+            written += 1;
+            if batch.len() == 64 {
+                let ops = std::mem::take(&mut batch);
+                let permit = in_flight.clone().acquire_owned().await.expect("semaphore open");
+                let mut kv = client.kv_client();
+                tasks.spawn(async move {
+                    let r = kv.txn(etcd_client::Txn::new().and_then(ops)).await;
+                    drop(permit);
+                    r.map(|_| ())
+                });
+            }
+            while let Some(done) = tasks.try_join_next() {
+                done.expect("task")?;
+            }
+        }
+        if !batch.is_empty() {
+            client
+                .kv_client()
+                .txn(etcd_client::Txn::new().and_then(batch))
+                .await?;
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("task")?;
+        }
+        let status = maintenance.status().await?;
+        let db = status.db_size() as u64;
+        eprintln!(
+            "round {round}: {written} writes, db {:.1} MiB, {:.0}s",
+            db as f64 / 1048576.0,
+            started.elapsed().as_secs_f64()
+        );
+        round += 1;
+        if db >= args.target_bytes || written >= args.max_keys {
+            break 'outer;
+        }
+    }
+    println!("{written}");
+    Ok(())
+}

