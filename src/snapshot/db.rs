@@ -148,6 +148,14 @@ impl Database {
             ));
         }
         let ps = u64::from(page_size);
+        // bbolt files are whole pages; a snapshot adds exactly the trailer.
+        if db_len % ps != 0 {
+            return Err(SnapshotError::BadLength {
+                path: path.to_path_buf(),
+                len: file_len,
+                page_size,
+            });
+        }
         let meta1 = if 2 * ps <= db_len {
             Meta::parse(&read(ps, PAGE_HEADER_SIZE + 64)?)
         } else {
@@ -248,6 +256,14 @@ impl Database {
     /// The size bbolt reports for the database (`tx.Size()`): pages in use × page size.
     pub fn size(&self) -> u64 {
         self.meta.pgid * u64::from(self.meta.page_size)
+    }
+
+    /// The ids of the pages reached so far (meta pages, tree pages and their overflow),
+    /// in order; after a full walk, every page in use.
+    pub fn seen_pages(&self) -> Vec<u64> {
+        (0..self.meta.pgid)
+            .filter(|&id| self.seen.contains(id))
+            .collect()
     }
 
     /// A second handle on the file, for reading it in another thread (the trailer check).
@@ -441,6 +457,22 @@ impl Database {
             }
         }
         Ok(())
+    }
+
+    /// Walks every bucket, nested ones included, and then checks the free pages: bbolt's
+    /// whole consistency check, without computing anything.
+    pub fn check(&mut self) -> Result<(), Corrupted> {
+        fn nested(db: &mut Database, b: BucketRef<'_>, at: u64) -> Result<(), Corrupted> {
+            db.walk_bucket(b, at, &mut |db, _k, e, at| match e {
+                Entry::Bucket(b) => nested(db, b, at),
+                Entry::Value(_) => Ok(()),
+            })
+        }
+        self.walk_root(&mut |db, _k, e, at| match e {
+            Entry::Bucket(b) => nested(db, b, at),
+            Entry::Value(_) => Ok(()),
+        })?;
+        self.check_free_pages()
     }
 
     /// After every bucket was walked: bbolt's remaining consistency checks. When the

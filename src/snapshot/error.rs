@@ -39,6 +39,15 @@ pub enum SnapshotError {
         expected: u64,
         actual: u64,
     },
+    #[error(
+        "{path}: file is truncated or has bytes appended: {len} bytes is neither whole \
+         {page_size}-byte pages nor pages plus a 32-byte sha256 trailer"
+    )]
+    BadLength {
+        path: PathBuf,
+        len: u64,
+        page_size: u32,
+    },
     #[error("{path}: corrupted: {corrupted}")]
     Corrupted {
         path: PathBuf,

@@ -193,6 +193,7 @@ fn walk(db: &mut Database) -> Result<(Accumulator, KeyIndex), Corrupted> {
     })?;
     db.check_free_pages()?;
     acc.status.hash = acc.crc;
+    acc.status.members.sort();
     Ok((acc, index))
 }
 

@@ -1,0 +1,26 @@
+//! Test support: real etcd clusters, a real SeaweedFS S3 server and etcd
+//! workloads, all on 127.0.0.1 and all stopped when their handle drops — also
+//! when the test panics, and (via `PR_SET_PDEATHSIG`) when the test process
+//! itself is killed.
+//!
+//! Include it from an integration test with `mod support;`.
+//!
+//! The server binaries are installed by `scripts/install-test-deps.sh` (run by
+//! `make test`) under `<repo>/.tools`, or under `$LIFEBOAT_TOOLS_DIR`. A missing
+//! binary makes the test fail with a message naming the path; it never skips.
+//!
+//! Set `LIFEBOAT_KEEP_TEMP=1` to keep the servers' temporary data and log
+//! directories after the test (their paths are printed on stderr).
+
+// Every integration test compiles this module on its own and uses only part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod etcd;
+pub mod process;
+pub mod s3;
+pub mod tools;
+pub mod workload;
+
+pub use etcd::{Cluster, Member};
+pub use s3::SeaweedFs;
+pub use tools::EtcdVersion;
