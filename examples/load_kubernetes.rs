@@ -68,7 +68,13 @@ impl Noise {
 
 /// A value that looks like a Kubernetes protobuf object: the `k8s\0` magic, repeated
 /// field names and labels, and a share of random ids, so it compresses about as well.
-fn object_value(noise: &mut Noise, resource: &str, ns: &str, name: &str, generation: u64) -> Vec<u8> {
+fn object_value(
+    noise: &mut Noise,
+    resource: &str,
+    ns: &str,
+    name: &str,
+    generation: u64,
+) -> Vec<u8> {
     let size = 1024 + (noise.next() % (11 * 1024)) as usize;
     let mut v = Vec::with_capacity(size + 256);
     v.extend_from_slice(b"k8s\0\n\x02v1\x12\x03Pod\x1a");
@@ -136,7 +142,11 @@ async fn run(args: Args) -> Result<(), etcd_client::Error> {
             written += 1;
             if batch.len() == 64 {
                 let ops = std::mem::take(&mut batch);
-                let permit = in_flight.clone().acquire_owned().await.expect("semaphore open");
+                let permit = in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore open");
                 let mut kv = client.kv_client();
                 tasks.spawn(async move {
                     let r = kv.txn(etcd_client::Txn::new().and_then(ops)).await;
