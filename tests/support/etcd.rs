@@ -194,6 +194,7 @@ impl Cluster {
         }
         let child = process::spawn_guarded(cmd)
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", etcd.display()));
+        process::record_server_pid(self.dir.path(), child.id());
         m.child = Some(child);
     }
 

@@ -326,6 +326,14 @@ pub fn owned_tempdir(kind: &str) -> tempfile::TempDir {
         .unwrap_or_else(|e| panic!("create temp dir for {kind}: {e}"))
 }
 
+/// File in an owned temp dir listing the pids of the servers spawned for it.
+const SERVER_PIDS_FILE: &str = "server-pids";
+
+/// Records a server pid in its owned temp dir (for [`sweep_stale_tempdirs`]).
+pub fn record_server_pid(dir: &Path, pid: u32) {
+    log_marker(&dir.join(SERVER_PIDS_FILE), &pid.to_string());
+}
+
 /// Marks an owned temp dir as kept for debugging (never swept).
 pub fn keep_tempdir(dir: &mut tempfile::TempDir) {
     dir.disable_cleanup(true);
@@ -352,7 +360,16 @@ pub fn sweep_stale_tempdirs() -> Vec<std::path::PathBuf> {
         if pid_alive(pid) || !path.is_dir() || path.join("KEEP").exists() {
             continue;
         }
-        super::s3::remove_stale_sockets_of(&path);
+        // Its servers get SIGKILL from the kernel when it dies, but may not
+        // have exited yet: leave the dir to a later sweep until they have.
+        let servers_alive = std::fs::read_to_string(path.join(SERVER_PIDS_FILE))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .any(pid_alive);
+        if servers_alive || !super::s3::remove_stale_sockets_of(&path) {
+            continue;
+        }
         if std::fs::remove_dir_all(&path).is_ok() {
             removed.push(path);
         }
