@@ -38,10 +38,7 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let mut cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
         cluster.wait_healthy(Duration::from_secs(30));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = support::runtime();
         rt.block_on(async {
             let mut c = workload::connect(&cluster).await;
             workload::kubernetes_like(&mut c, 4, 40).await;

@@ -33,10 +33,7 @@ fn inspect(file: &Path, prefix: &str, depth: usize) -> Value {
 fn counts_match_etcdctl(version: EtcdVersion) {
     let mut cluster = Cluster::start(version, 1);
     cluster.wait_healthy(Duration::from_secs(30));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     let summary = rt.block_on(async {
         let mut c = workload::connect(&cluster).await;
         workload::all_workloads(&mut c, true).await
@@ -132,10 +129,7 @@ fn memory_does_not_grow_with_file_size() {
         &["--quota-backend-bytes=4294967296"],
     );
     cluster.wait_healthy(Duration::from_secs(30));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = support::runtime();
     let dir = tempfile::tempdir().expect("temp dir");
     let small = {
         rt.block_on(async {

@@ -72,19 +72,12 @@ fn assert_parity(file: &Path) -> Value {
     ours
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 /// Every workload of the bench, a snapshot after each, each checked against the tools.
 fn parity_across_workloads(version: EtcdVersion) {
     let mut cluster = Cluster::start(version, 1);
     cluster.wait_healthy(Duration::from_secs(30));
     let dir = tempfile::tempdir().expect("temp dir");
-    let rt = runtime();
+    let rt = support::runtime();
     let mut client = rt.block_on(workload::connect(&cluster));
     let mut snapshots: Vec<(String, PathBuf)> = Vec::new();
     let mut take = |cluster: &Cluster, name: &str| {
@@ -154,7 +147,7 @@ fn parity_3_5_1() {
 fn parity_at_scale(version: EtcdVersion) {
     let mut cluster = Cluster::start_with_args(version, 1, &["--quota-backend-bytes=4294967296"]);
     cluster.wait_healthy(Duration::from_secs(30));
-    let rt = runtime();
+    let rt = support::runtime();
     let mut client = rt.block_on(workload::connect(&cluster));
     let many = rt.block_on(workload::many_keys(&mut client, 101_000));
     let large = rt.block_on(workload::large_db(&mut client, 260 << 20));
@@ -192,7 +185,7 @@ fn parity_at_scale_3_5_1() {
 fn parity_three_members_snapshot_from_each() {
     let mut cluster = Cluster::start(EtcdVersion::V3_5_30, 3);
     cluster.wait_healthy(Duration::from_secs(30));
-    let rt = runtime();
+    let rt = support::runtime();
     let mut client = rt.block_on(workload::connect(&cluster));
     rt.block_on(workload::kubernetes_like(&mut client, 3, 20));
     let dir = tempfile::tempdir().expect("temp dir");

@@ -23,6 +23,11 @@ pub const TRAILER_LEN: u64 = 32;
 /// tree of 4 KiB pages is a handful of levels deep even for 8 GiB).
 const MAX_DEPTH: usize = 64;
 
+/// The largest page (with its overflow) we agree to read: bigger than any value etcd
+/// accepts (`--max-request-bytes` is 1.5 MiB by default), small enough that a corrupted
+/// overflow count cannot make us allocate the whole file.
+const MAX_PAGE_BYTES: u64 = 256 << 20;
+
 /// etcd's rule (`hasChecksum` in etcdutl): a snapshot carries a sha256 trailer when its
 /// length is 32 more than a multiple of 512.
 pub fn has_trailer(file_len: u64) -> bool {
@@ -65,8 +70,8 @@ pub enum Entry<'a> {
 pub type Visit<'v> = dyn FnMut(&mut Database, &[u8], Entry<'_>, u64) -> Result<(), Corrupted> + 'v;
 
 impl Database {
-    /// Opens `path`, detects the sha256 trailer, and validates the meta pages.
-    /// The trailer is only located here; [`Database::verify_trailer`] checks it.
+    /// Opens `path`, locates the sha256 trailer (checked by the status scan), and
+    /// validates the meta pages.
     pub fn open(path: &Path) -> Result<Self, SnapshotError> {
         let file = File::open(path).map_err(|e| SnapshotError::io(path, e))?;
         let md = file.metadata().map_err(|e| SnapshotError::io(path, e))?;
@@ -109,7 +114,7 @@ impl Database {
         let meta0 = Meta::parse(&first);
         let page_size = match meta0 {
             Ok(m) => m.page_size,
-            Err(_) => {
+            Err(problem) => {
                 let mut found = None;
                 let mut ps = MIN_PAGE_SIZE;
                 while ps <= MAX_PAGE_SIZE && u64::from(ps) < db_len {
@@ -120,24 +125,23 @@ impl Database {
                     }
                     ps *= 2;
                 }
-                match (found, meta0) {
-                    (Some(ps), _) => ps,
-                    (None, Err(MetaProblem::Magic)) => {
+                match found {
+                    Some(ps) => ps,
+                    None if problem == MetaProblem::Magic => {
                         return Err(not_bbolt("no bbolt magic number in the meta pages".into()));
                     }
-                    (None, Err(p)) => {
+                    None => {
                         return Err(SnapshotError::corrupted(
                             path,
                             Corrupted::new(
                                 format!(
-                                    "both meta pages are invalid (meta page 0: {p}; \
+                                    "both meta pages are invalid (meta page 0: {problem}; \
                                      meta page 1 not found)"
                                 ),
                                 0,
                             ),
                         ));
                     }
-                    (None, Ok(_)) => unreachable!("meta0 was invalid on this branch"),
                 }
             }
         };
@@ -310,6 +314,16 @@ impl Database {
         }
         if header.overflow > 0 {
             let total = (u64::from(header.overflow) + 1) * ps;
+            if total > MAX_PAGE_BYTES {
+                return Err(Corrupted::new(
+                    format!(
+                        "page {id} claims {} overflow pages ({total} bytes), more than any \
+                         etcd value needs",
+                        header.overflow
+                    ),
+                    offset + 12,
+                ));
+            }
             buf.resize(total as usize, 0);
             self.file
                 .read_exact_at(&mut buf[ps as usize..], offset + ps)

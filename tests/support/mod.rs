@@ -24,3 +24,11 @@ pub mod workload;
 pub use etcd::{Cluster, Member};
 pub use s3::SeaweedFs;
 pub use tools::EtcdVersion;
+
+/// A current-thread tokio runtime for driving the async workloads from a plain `#[test]`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
