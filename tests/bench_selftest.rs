@@ -327,14 +327,10 @@ fn panicking_test_leaves_no_process() {
     }
 }
 
-/// Helper for `killed_test_process_leaves_no_process`: run only as a child
-/// of that test (which sets the env var), never on its own.
-#[test]
-#[ignore = "helper process for killed_test_process_leaves_no_process"]
+/// The child side of `killed_test_process_leaves_no_process`: the same test, run again
+/// by the test binary with `LIFEBOAT_SELFTEST_HELPER` set, starts servers, reports their
+/// pids and waits to be killed.
 fn helper_start_servers_and_wait() {
-    if std::env::var_os("LIFEBOAT_SELFTEST_HELPER").is_none() {
-        return;
-    }
     let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
     let s3 = SeaweedFs::start();
     let mut pids = cluster.pids();
@@ -360,12 +356,14 @@ fn helper_start_servers_and_wait() {
 
 #[test]
 fn killed_test_process_leaves_no_process() {
+    if std::env::var_os("LIFEBOAT_SELFTEST_HELPER").is_some() {
+        return helper_start_servers_and_wait();
+    }
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
     cmd.args([
         "--exact",
-        "helper_start_servers_and_wait",
-        "--ignored",
+        "killed_test_process_leaves_no_process",
         "--nocapture",
         "--test-threads=1",
     ])
