@@ -8,8 +8,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::backup::{self, BackupError, BackupOptions};
 use crate::config::{Config, ConfigError};
+use crate::etcd::{EtcdArgs, EtcdError, EtcdSettings};
+use crate::fetch::{self, FetchError};
 use crate::output;
+use crate::repository::{self, RepoError, Repository};
 use crate::snapshot::{self, ScanOptions, SnapshotError};
 
 #[derive(Debug, Parser)]
@@ -55,9 +59,65 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Take one backup: snapshot one member, verify, compress, upload, write the manifest.
+    Backup(BackupArgs),
+    /// List the backups in the storage, newest first.
+    List(StorageArgs),
+    /// Download a backup and check it completely against its manifest.
+    Verify(VerifyArgs),
+    /// Download a backup as a plain snapshot file for `etcdutl snapshot restore`.
+    Fetch(FetchArgs),
     /// Read snapshot files offline.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+}
+
+/// Where backups are kept.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// file:///DIR, a directory, or s3://BUCKET/PREFIX (default ./lifeboat-backups).
+    #[arg(long, env = "LIFEBOAT_STORAGE", value_name = "URL")]
+    pub storage: Option<String>,
+    /// Name the backups are filed under (default "default").
+    #[arg(long, env = "LIFEBOAT_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Directory for the spool copy checked before the backup is committed.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// zstd compression level (1-19).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Backup id, or `latest`.
+    #[arg(default_value = "latest")]
+    pub id: String,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Scratch directory for the downloaded copy (removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Backup id, or `latest`.
+    pub id: String,
+    /// Where to write the snapshot file (never overwritten; written as FILE.part first).
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +162,16 @@ pub enum Failure {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error("backup failed: {0}")]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("{0}")]
+    Usage(String),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
 }
@@ -109,10 +179,15 @@ pub enum Failure {
 impl Failure {
     /// 2 for a problem with how lifeboat was called or configured, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        match self {
-            Failure::Config(_) => 2,
-            Failure::Snapshot(_) | Failure::Output(_) => 1,
-        }
+        let config = match self {
+            Failure::Config(_) | Failure::Usage(_) => true,
+            Failure::Backup(e) => e.is_config(),
+            Failure::Repo(e) => e.is_config(),
+            Failure::Etcd(e) => e.is_config(),
+            Failure::Fetch(FetchError::Repo(e)) => e.is_config(),
+            _ => false,
+        };
+        if config { 2 } else { 1 }
     }
 }
 
@@ -124,9 +199,92 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
     }
 }
 
+/// The storage of the flags/environment, else of the config file, else the default.
+fn open_repository(args: &StorageArgs, config: &Config) -> Result<Repository, Failure> {
+    let url = args
+        .storage
+        .clone()
+        .or_else(|| config.storage.url.clone())
+        .unwrap_or_else(|| repository::DEFAULT_URL.to_owned());
+    let cluster = args
+        .cluster
+        .clone()
+        .or_else(|| config.backup.cluster.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    Ok(Repository::open(&url, &config.storage.options, &cluster)?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Failure::Output)
+}
+
+fn backup_options(args: &BackupArgs, config: &Config) -> Result<BackupOptions, Failure> {
+    let mut o = BackupOptions::default();
+    if let Some(dir) = args
+        .spool_dir
+        .clone()
+        .or_else(|| config.backup.spool_dir.clone())
+    {
+        o.spool_dir = dir;
+    }
+    if let Some(level) = args.zstd_level.or(config.backup.zstd_level) {
+        if !(1..=19).contains(&level) {
+            return Err(Failure::Usage(format!(
+                "zstd level {level} is not between 1 and 19"
+            )));
+        }
+        o.zstd_level = level;
+    }
+    if let Some(w) = config.backup.zstd_workers {
+        o.zstd_workers = w;
+    }
+    if let Some(text) = &config.backup.stall_timeout {
+        o.stall_timeout = crate::etcd::settings::parse_duration(text).ok_or_else(|| {
+            Failure::Usage(format!("[backup] stall-timeout {text:?} is not a duration"))
+        })?;
+    }
+    Ok(o)
+}
+
 /// Runs the parsed command, writing its result to `out`.
-pub fn run(cli: &Cli, _config: &Config, out: &mut dyn Write) -> Result<(), Failure> {
+pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failure> {
     match &cli.command {
+        Command::Backup(args) => {
+            let settings = EtcdSettings::resolve(&args.etcd, &config.etcd)?;
+            let repo = open_repository(&args.storage, config)?;
+            let opts = backup_options(args, config)?;
+            let progress = crate::progress::Reporter::for_stderr();
+            let report = runtime()?.block_on(backup::run(&settings, &repo, &opts, &progress))?;
+            output::backup(out, cli.write_out, &report).map_err(Failure::Output)
+        }
+        Command::List(args) => {
+            let repo = open_repository(args, config)?;
+            let list = runtime()?.block_on(repo.list())?;
+            output::list(out, cli.write_out, &list).map_err(Failure::Output)
+        }
+        Command::Verify(args) => {
+            let repo = open_repository(&args.storage, config)?;
+            let scratch = args
+                .spool_dir
+                .clone()
+                .or_else(|| config.backup.spool_dir.clone())
+                .unwrap_or_else(std::env::temp_dir);
+            let rt = runtime()?;
+            let m = rt.block_on(repo.manifest(&args.id))?;
+            rt.block_on(fetch::verify(&repo, &m, &scratch))?;
+            output::verified(out, cli.write_out, &m).map_err(Failure::Output)
+        }
+        Command::Fetch(args) => {
+            let repo = open_repository(&args.storage, config)?;
+            let rt = runtime()?;
+            let m = rt.block_on(repo.manifest(&args.id))?;
+            rt.block_on(fetch::fetch(&repo, &m, &args.out))?;
+            output::fetched(out, cli.write_out, &m, &args.out).map_err(Failure::Output)
+        }
         Command::Snapshot(SnapshotCommand::Status(args)) => {
             let options = ScanOptions {
                 verify_trailer: !args.skip_hash_check,

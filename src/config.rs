@@ -13,7 +13,35 @@ pub struct Config {
     #[serde(default)]
     pub etcd: EtcdConfig,
     #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Where backups are kept.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StorageConfig {
+    /// `file:///DIR`, a plain directory, or `s3://BUCKET/PREFIX`.
+    pub url: Option<String>,
+    /// object_store settings for S3 (`endpoint`, `region`, `allow_http`, ...); secrets
+    /// belong in the environment (AWS_SECRET_ACCESS_KEY), not here.
+    #[serde(default)]
+    pub options: std::collections::HashMap<String, String>,
+}
+
+/// How backups are taken.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BackupConfig {
+    /// Name the backups are filed under; several clusters can share one storage URL.
+    pub cluster: Option<String>,
+    pub spool_dir: Option<std::path::PathBuf>,
+    pub zstd_level: Option<i32>,
+    pub zstd_workers: Option<u32>,
+    pub stall_timeout: Option<String>,
 }
 
 /// How to reach etcd; the same settings as etcdctl's flags.
@@ -29,6 +57,8 @@ pub struct EtcdConfig {
     /// A file holding the password, so the config file itself holds no secret.
     pub password_file: Option<PathBuf>,
     pub dial_timeout: Option<String>,
+    /// `follower` (default), `leader` or `any`.
+    pub snapshot_from: Option<crate::etcd::Prefer>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

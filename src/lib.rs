@@ -1,14 +1,27 @@
 //! etcd-lifeboat: backup, restore and disaster recovery for etcd.
 //!
 //! Modules and how data flows through them:
+//! - [`etcd`] talks to a live etcd: connection settings as etcdctl takes them, picking
+//!   the member to snapshot, its status, the snapshot stream.
+//! - [`backup`] is the pipeline: stream → verify (sha256, bbolt) → zstd → upload →
+//!   manifest, the manifest being the commit point.
+//! - [`repository`] is where backups live: storage URL, object layout, manifests.
+//! - [`fetch`] brings a backup back as a plain snapshot file and checks it (`verify`,
+//!   `fetch`).
 //! - [`snapshot`] reads a snapshot *file* offline (bbolt pages, status figures, key
-//!   inventory); backups are verified with it and restores are checked with it.
-//! - [`cli`] holds the command-line definitions and output formatting
-//!   (`-w simple|json|table`); `src/bin/lifeboat.rs` only parses, calls and maps errors
-//!   to exit codes.
-//! - [`config`] is the typed configuration file.
+//!   inventory); backups are verified with it.
+//! - [`cli`], [`output`] and [`progress`] are the command line: definitions, what is
+//!   printed (`-w simple|json|table`), progress on long transfers; `src/bin/lifeboat.rs`
+//!   only parses, calls and maps errors to exit codes.
+//! - [`config`] is the typed configuration file; [`secret`] keeps passwords out of logs.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod etcd;
+pub mod fetch;
 pub mod output;
+pub mod progress;
+pub mod repository;
+pub mod secret;
 pub mod snapshot;

@@ -4,8 +4,119 @@
 
 use std::io::{self, Write};
 
+use crate::backup::BackupReport;
 use crate::cli::Format;
+use crate::repository::Manifest;
 use crate::snapshot::{Inventory, Status, TrailerState};
+
+/// `lifeboat backup`: one summary line, or the manifest as JSON.
+pub fn backup(out: &mut dyn Write, format: Format, r: &BackupReport) -> io::Result<()> {
+    let m = &r.manifest;
+    match format {
+        Format::Json => json_line(out, m),
+        Format::Simple | Format::Table => writeln!(
+            out,
+            "backup {} committed: revision {}, snapshot {} -> stored {} ({:.1}x), {:.1} s, \
+             from {} (member {}{})",
+            m.id,
+            m.revision,
+            human_bytes(m.object.plain_size),
+            human_bytes(m.object.size),
+            m.ratio(),
+            r.duration.as_secs_f64(),
+            m.endpoint,
+            m.member_id,
+            if r.source.is_leader() {
+                ", leader"
+            } else {
+                ", follower"
+            }
+        ),
+    }
+}
+
+/// `lifeboat list`: newest first.
+pub fn list(out: &mut dyn Write, format: Format, list: &[Manifest]) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.finished_at.clone(),
+                m.revision.to_string(),
+                human_bytes(m.object.plain_size),
+                human_bytes(m.object.size),
+                format!("{:.1}x", m.ratio()),
+                m.object.encryption.clone(),
+                m.endpoint.clone(),
+            ]
+        })
+        .collect();
+    match format {
+        Format::Json => json_line(out, &list),
+        Format::Simple => {
+            for r in rows {
+                writeln!(out, "{}", r.join(", "))?;
+            }
+            Ok(())
+        }
+        Format::Table => table(
+            out,
+            &[
+                "id",
+                "finished",
+                "revision",
+                "snapshot",
+                "stored",
+                "ratio",
+                "encryption",
+                "endpoint",
+            ],
+            &[Left, Left, Right, Right, Right, Right, Left, Left],
+            &rows,
+        ),
+    }
+}
+
+/// `lifeboat verify`.
+pub fn verified(out: &mut dyn Write, format: Format, m: &Manifest) -> io::Result<()> {
+    match format {
+        Format::Json => json_line(
+            out,
+            &serde_json::json!({"id": m.id, "verified": true, "revision": m.revision}),
+        ),
+        _ => writeln!(
+            out,
+            "backup {} verified: stored object, snapshot sha256, trailer, bbolt structure and \
+             status (hash {:x}, revision {}, totalKey {}) match the manifest",
+            m.id, m.hash, m.revision, m.total_key
+        ),
+    }
+}
+
+/// `lifeboat fetch`.
+pub fn fetched(
+    out: &mut dyn Write,
+    format: Format,
+    m: &Manifest,
+    path: &std::path::Path,
+) -> io::Result<()> {
+    match format {
+        Format::Json => json_line(
+            out,
+            &serde_json::json!({"id": m.id, "path": path, "revision": m.revision}),
+        ),
+        _ => writeln!(
+            out,
+            "wrote {} (backup {}, revision {}, verified): restore it with \
+             `etcdutl snapshot restore {}`",
+            path.display(),
+            m.id,
+            m.revision,
+            path.display()
+        ),
+    }
+}
 
 /// `lifeboat snapshot status`: etcdutl's output first, unchanged, then our own figures.
 pub fn status(out: &mut dyn Write, format: Format, s: &Status) -> io::Result<()> {

@@ -9,6 +9,12 @@ use etcd_lifeboat::cli::{self, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Everything lifeboat writes may hold snapshot data (every Kubernetes Secret): files
+    // 0600, directories 0700, whatever the caller's umask.
+    // SAFETY: umask only sets the process's file-creation mask; no memory is involved.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

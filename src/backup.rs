@@ -1,0 +1,570 @@
+//! One backup: snapshot stream → verify → compress → upload → manifest.
+//!
+//! ```text
+//!  etcd ──chunks──▶ processor thread ─────────────▶ upload task ──parts──▶ storage
+//!  (async)          sha256 of the db bytes          sha256 of stored bytes
+//!                   spool file (0600)               multipart, bounded parts
+//!                   zstd (multithreaded)
+//! ```
+//! Channels between the stages are bounded, so memory does not grow with the snapshot.
+//! When the stream ends: the trailer must equal the sha256 computed, and the spool file
+//! must read back as a consistent bbolt file whose revision is at least the one the member
+//! reported before streaming. Only then is the upload completed and the manifest written:
+//! the manifest is the commit point. On any failure the multipart upload is aborted, a
+//! completed data object without its manifest is deleted, the spool is removed, and no
+//! manifest is written.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::etcd::{self, EtcdError, EtcdSettings, MemberStatus, SnapshotStream};
+use crate::repository::{Manifest, RepoError, Repository, StoredObject, explain, manifest};
+use crate::snapshot::{self, ScanOptions, SnapshotError};
+
+/// How a backup is taken.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Where the snapshot is spooled for the bbolt check.
+    pub spool_dir: PathBuf,
+    pub zstd_level: i32,
+    /// Compression threads (0: single-threaded in the processor thread).
+    pub zstd_workers: u32,
+    /// The stream fails when no data arrived for this long.
+    pub stall_timeout: Duration,
+    /// Multipart part size (S3's minimum is 5 MiB).
+    pub part_size: usize,
+    pub parts_in_flight: usize,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            spool_dir: std::env::temp_dir(),
+            zstd_level: 3,
+            zstd_workers: 2,
+            stall_timeout: Duration::from_secs(60),
+            part_size: 8 << 20,
+            parts_in_flight: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("spool file {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("uploading {key} to {url}: {reason}")]
+    Upload {
+        url: String,
+        key: String,
+        reason: String,
+    },
+    #[error("snapshot from {endpoint} failed verification: {reason}")]
+    Verify { endpoint: String, reason: String },
+    #[error("snapshot from {endpoint} failed verification: {source}")]
+    Snapshot {
+        endpoint: String,
+        #[source]
+        source: SnapshotError,
+    },
+    #[error("compressing: {0}")]
+    Compress(String),
+}
+
+impl BackupError {
+    pub fn is_config(&self) -> bool {
+        match self {
+            BackupError::Etcd(e) => e.is_config(),
+            BackupError::Repo(e) => e.is_config(),
+            _ => false,
+        }
+    }
+}
+
+/// Something that wants to know how far the stream is.
+pub trait Progress: Send + Sync {
+    fn start(&self, expected_bytes: u64);
+    fn advance(&self, bytes: u64);
+    fn finish(&self);
+}
+
+/// No progress output.
+pub struct Silent;
+impl Progress for Silent {
+    fn start(&self, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// What a finished backup reports besides its manifest.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub manifest: Manifest,
+    pub duration: Duration,
+    pub source: MemberStatus,
+}
+
+/// Takes one backup. See the module documentation for the order of things.
+pub async fn run(
+    settings: &EtcdSettings,
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport, BackupError> {
+    let t0 = Instant::now();
+    repo.probe().await?;
+    let (mut client, source) = etcd::select_member(settings).await?;
+    let started = chrono::Utc::now();
+    let id = manifest::new_id(started, rand_u32());
+    let key = Repository::data_key(&id, false);
+    let spool = Spool::create(&opts.spool_dir, &id)?;
+    tracing::info!(id = %id, endpoint = %source.endpoint, db_size = source.db_size, "backup started");
+
+    let upload = repo
+        .store()
+        .put_multipart(&repo.path(&key))
+        .await
+        .map_err(|e| BackupError::Upload {
+            url: repo.url().to_owned(),
+            key: key.clone(),
+            reason: explain(&e),
+        })?;
+    let writer = WriteMultipart::new_with_chunk_size(upload, opts.part_size);
+
+    let target = UploadTarget {
+        url: repo.url().to_owned(),
+        key: key.clone(),
+    };
+    let streamed = stream_and_store(
+        &mut client,
+        &source,
+        &spool,
+        (writer, target),
+        opts,
+        progress,
+    )
+    .await;
+    let (writer, processed, stored) = match streamed {
+        Streamed {
+            writer: Some(w),
+            outcome: Ok((p, s)),
+        } => (w, p, s),
+        Streamed { writer, outcome } => {
+            if let Some(w) = writer {
+                abort(w).await;
+            }
+            let e = outcome.err().unwrap_or_else(|| {
+                BackupError::Compress("the upload task stopped unexpectedly".into())
+            });
+            return Err(fail(e, &spool, repo, &key, false).await);
+        }
+    };
+
+    // Verify before anything becomes visible.
+    let checked = verify_spool(&spool, &source, &processed);
+    let status = match checked {
+        Ok(s) => s,
+        Err(e) => {
+            abort(writer).await;
+            return Err(fail(e, &spool, repo, &key, false).await);
+        }
+    };
+    if let Err(e) = writer.finish().await {
+        let err = BackupError::Upload {
+            url: repo.url().to_owned(),
+            key: key.clone(),
+            reason: explain(&e),
+        };
+        return Err(fail(err, &spool, repo, &key, true).await);
+    }
+    let finished = chrono::Utc::now();
+    let manifest = Manifest {
+        format: manifest::FORMAT,
+        id: id.clone(),
+        cluster: repo.cluster().to_owned(),
+        cluster_id: format!("{:x}", source.cluster_id),
+        member_id: format!("{:x}", source.member_id),
+        endpoint: source.endpoint.clone(),
+        etcd_version: source.version.clone(),
+        started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        finished_at: finished.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        revision: status.revision,
+        header_revision: source.header_revision,
+        raft_term: source.raft_term,
+        raft_index: source.raft_index,
+        db_size: processed.db_len,
+        db_sha256: crate::snapshot::status::hex(&processed.db_sha256),
+        hash: status.hash,
+        total_key: status.total_key,
+        live_keys: status.live_keys,
+        object: StoredObject {
+            key: key.clone(),
+            size: stored.size,
+            sha256: crate::snapshot::status::hex(&stored.sha256),
+            plain_size: processed.plain_len,
+            compression: "zstd".into(),
+            encryption: "none".into(),
+        },
+        lifeboat_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    if let Err(e) = repo.put_manifest(&manifest).await {
+        return Err(fail(e.into(), &spool, repo, &key, true).await);
+    }
+    spool.remove();
+    tracing::info!(id = %id, revision = status.revision, "backup committed");
+    Ok(BackupReport {
+        manifest,
+        duration: t0.elapsed(),
+        source,
+    })
+}
+
+/// Cleans up after a failure and returns the error to report.
+async fn fail(
+    e: BackupError,
+    spool: &Spool,
+    repo: &Repository,
+    key: &str,
+    completed: bool,
+) -> BackupError {
+    spool.remove();
+    // A completed upload without a manifest must not linger looking like data.
+    // (An aborted one leaves nothing; deleting is harmless when there is nothing.)
+    if let Err(cleanup) = repo.delete(key).await {
+        tracing::error!(key, error = %cleanup, completed, "could not delete the unfinished data object");
+    }
+    tracing::error!(error = %e, "backup failed");
+    e
+}
+
+async fn abort(writer: WriteMultipart) {
+    if let Err(e) = writer.abort().await {
+        tracing::error!(error = %explain(&e), "could not abort the multipart upload");
+    }
+}
+
+/// What the processor thread saw.
+#[derive(Debug)]
+struct Processed {
+    db_len: u64,
+    plain_len: u64,
+    db_sha256: [u8; 32],
+    trailer: Option<[u8; 32]>,
+}
+
+struct Stored {
+    size: u64,
+    sha256: [u8; 32],
+}
+
+/// The multipart upload (unless its task died) and how the stream went.
+struct Streamed {
+    writer: Option<WriteMultipart>,
+    outcome: Result<(Processed, Stored), BackupError>,
+}
+
+/// Streams the snapshot through the processor thread into the upload, without completing
+/// the upload.
+async fn stream_and_store(
+    client: &mut etcd_client::Client,
+    source: &MemberStatus,
+    spool: &Spool,
+    (writer, target): (WriteMultipart, UploadTarget),
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Streamed {
+    let (raw_tx, raw_rx) = mpsc::channel::<Vec<u8>>(32);
+    let (zst_tx, zst_rx) = mpsc::channel::<Bytes>(4);
+    let file = match spool.file() {
+        Ok(f) => f,
+        Err(e) => {
+            return Streamed {
+                writer: Some(writer),
+                outcome: Err(e),
+            };
+        }
+    };
+    let (level, workers) = (opts.zstd_level, opts.zstd_workers);
+    let spool_path = spool.path.clone();
+    let processor = tokio::task::spawn_blocking(move || {
+        process(raw_rx, (file, spool_path), zst_tx, level, workers)
+    });
+    let uploader = tokio::spawn(upload(zst_rx, writer, opts.parts_in_flight, target));
+
+    progress.start(u64::try_from(source.db_size).unwrap_or(0));
+    let streamed: Result<(), BackupError> = async {
+        let mut stream = SnapshotStream::open(client, &source.endpoint, opts.stall_timeout).await?;
+        while let Some(chunk) = stream.next_chunk().await? {
+            progress.advance(chunk.len() as u64);
+            if raw_tx.send(chunk).await.is_err() {
+                break; // the processor stopped; its error is reported below
+            }
+        }
+        Ok(())
+    }
+    .await;
+    progress.finish();
+    drop(raw_tx);
+
+    let processed = processor
+        .await
+        .unwrap_or_else(|e| Err(BackupError::Compress(format!("processor thread: {e}"))));
+    let (writer, uploaded) = match uploader.await {
+        Ok((w, r)) => (Some(w), r),
+        Err(e) => (
+            None,
+            Err(BackupError::Compress(format!("upload task: {e}"))),
+        ),
+    };
+    // Report the first cause: the stream, then the upload, then the processor.
+    let outcome = match (streamed, uploaded, processed) {
+        (Err(e), _, _) | (Ok(()), Err(e), _) | (Ok(()), Ok(_), Err(e)) => Err(e),
+        (Ok(()), Ok(stored), Ok(p)) => Ok((p, stored)),
+    };
+    Streamed { writer, outcome }
+}
+
+/// The processor thread: splits off the trailer, hashes, spools, compresses.
+fn process(
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    (mut spool, spool_path): (File, PathBuf),
+    tx: mpsc::Sender<Bytes>,
+    level: i32,
+    workers: u32,
+) -> Result<Processed, BackupError> {
+    let compress_err = |e: io::Error| BackupError::Compress(e.to_string());
+    let mut encoder =
+        zstd::stream::write::Encoder::new(ChannelWriter::new(tx), level).map_err(compress_err)?;
+    encoder.include_checksum(true).map_err(compress_err)?;
+    if workers > 0 {
+        encoder.multithread(workers).map_err(compress_err)?;
+    }
+    let mut sha = Sha256::new();
+    // The last 32 bytes of the stream are the trailer; hold them back until the end.
+    let mut tail: Vec<u8> = Vec::with_capacity(64);
+    let (mut db_len, mut plain_len) = (0u64, 0u64);
+    let spool_err = |e: io::Error| BackupError::Spool {
+        path: spool_path.clone(),
+        source: e,
+    };
+    while let Some(chunk) = rx.blocking_recv() {
+        plain_len += chunk.len() as u64;
+        spool.write_all(&chunk).map_err(spool_err)?;
+        encoder.write_all(&chunk).map_err(compress_err)?;
+        if chunk.len() >= 32 {
+            // Everything held back, and all but the last 32 bytes of this chunk, is db.
+            sha.update(&tail);
+            db_len += tail.len() as u64;
+            let (body, last) = chunk.split_at(chunk.len() - 32);
+            sha.update(body);
+            db_len += body.len() as u64;
+            tail.clear();
+            tail.extend_from_slice(last);
+        } else {
+            tail.extend_from_slice(&chunk);
+            let excess = tail.len().saturating_sub(32);
+            sha.update(&tail[..excess]);
+            db_len += excess as u64;
+            tail.drain(..excess);
+        }
+    }
+    spool.sync_all().map_err(spool_err)?;
+    let mut sink = encoder.finish().map_err(compress_err)?;
+    sink.flush().map_err(compress_err)?;
+    Ok(Processed {
+        db_len,
+        plain_len,
+        db_sha256: sha.finalize().into(),
+        trailer: <[u8; 32]>::try_from(tail.as_slice()).ok(),
+    })
+}
+
+/// Where the data object goes, for error messages.
+struct UploadTarget {
+    url: String,
+    key: String,
+}
+
+/// The upload task: stored bytes into the multipart upload, at most `parts` in flight.
+async fn upload(
+    mut rx: mpsc::Receiver<Bytes>,
+    mut writer: WriteMultipart,
+    parts: usize,
+    target: UploadTarget,
+) -> (WriteMultipart, Result<Stored, BackupError>) {
+    let mut sha = Sha256::new();
+    let mut size = 0u64;
+    while let Some(bytes) = rx.recv().await {
+        sha.update(&bytes);
+        size += bytes.len() as u64;
+        if let Err(e) = writer.wait_for_capacity(parts).await {
+            let err = BackupError::Upload {
+                url: target.url,
+                key: target.key,
+                reason: explain(&e),
+            };
+            return (writer, Err(err));
+        }
+        writer.put(bytes);
+    }
+    let stored = Stored {
+        size,
+        sha256: sha.finalize().into(),
+    };
+    (writer, Ok(stored))
+}
+
+/// The checks that make a streamed snapshot trustworthy.
+fn verify_spool(
+    spool: &Spool,
+    source: &MemberStatus,
+    p: &Processed,
+) -> Result<snapshot::Status, BackupError> {
+    let bad = |reason: String| BackupError::Verify {
+        endpoint: source.endpoint.clone(),
+        reason,
+    };
+    match p.trailer {
+        None => {
+            return Err(bad(format!(
+                "the stream ended after {} bytes, before its sha256 trailer",
+                p.plain_len
+            )));
+        }
+        Some(t) if t != p.db_sha256 => {
+            return Err(bad(format!(
+                "the sha256 trailer ({}) does not match the data streamed ({}): the snapshot was corrupted in transit",
+                crate::snapshot::status::hex(&t),
+                crate::snapshot::status::hex(&p.db_sha256)
+            )));
+        }
+        Some(_) => {}
+    }
+    // The sha256 was just checked on the stream; the spool check is the bbolt structure.
+    let (status, _) = snapshot::scan(
+        &spool.path,
+        ScanOptions {
+            verify_trailer: false,
+        },
+    )
+    .map_err(|source_err| BackupError::Snapshot {
+        endpoint: source.endpoint.clone(),
+        source: source_err,
+    })?;
+    if status.revision < source.header_revision {
+        return Err(bad(format!(
+            "revision {} inside the snapshot is older than the revision {} the member reported before streaming",
+            status.revision, source.header_revision
+        )));
+    }
+    Ok(status)
+}
+
+/// The local copy of the snapshot: created 0600 with O_EXCL, removed when done.
+struct Spool {
+    path: PathBuf,
+}
+
+impl Spool {
+    fn create(dir: &Path, id: &str) -> Result<Spool, BackupError> {
+        let path = dir.join(format!("lifeboat-{id}.db.spool"));
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| BackupError::Spool {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Spool { path })
+    }
+
+    fn file(&self) -> Result<File, BackupError> {
+        OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|source| BackupError::Spool {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn remove(&self) {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "could not remove the spool file")
+            }
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A `Write` that hands its bytes, in blocks of about 1 MiB, to the upload task.
+struct ChannelWriter {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+const BLOCK: usize = 1 << 20;
+
+impl ChannelWriter {
+    fn new(tx: mpsc::Sender<Bytes>) -> Self {
+        ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(BLOCK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let block = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
+        self.tx
+            .blocking_send(Bytes::from(block))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= BLOCK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}

@@ -1,0 +1,308 @@
+//! Talking to a live etcd: connection settings as etcdctl takes them, picking the one
+//! member a snapshot is taken from, its status, and the snapshot stream.
+
+pub mod settings;
+
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use serde::Serialize;
+
+pub use settings::{EtcdArgs, EtcdSettings, Prefer};
+
+/// What can go wrong reaching etcd. Each names the endpoint or file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("TLS file {path}: {reason}")]
+    TlsFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{0}")]
+    Settings(String),
+    #[error("cannot connect to etcd at {endpoint}: {reason}")]
+    Connect { endpoint: String, reason: String },
+    #[error("etcd at {endpoint} rejected the credentials of user {user:?}: {reason}")]
+    Auth {
+        endpoint: String,
+        user: String,
+        reason: String,
+    },
+    #[error("no usable etcd member: {0}")]
+    NoMember(String),
+    #[error("etcd at {endpoint}: {what}: {reason}")]
+    Request {
+        endpoint: String,
+        what: &'static str,
+        reason: String,
+    },
+    #[error(
+        "etcd at {endpoint}: the snapshot stream stalled (no data for {seconds} s); \
+         the member may be overloaded or gone"
+    )]
+    Stalled { endpoint: String, seconds: u64 },
+}
+
+impl EtcdError {
+    /// True when the problem is in how lifeboat was configured, not in the cluster.
+    pub fn is_config(&self) -> bool {
+        matches!(self, EtcdError::TlsFile { .. } | EtcdError::Settings(_))
+    }
+}
+
+/// What `Maintenance.Status` says about one member, plus where we asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    pub endpoint: String,
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub leader: u64,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub version: String,
+    pub db_size: i64,
+    pub header_revision: i64,
+    pub is_learner: bool,
+    pub errors: Vec<String>,
+}
+
+impl MemberStatus {
+    pub fn is_leader(&self) -> bool {
+        self.member_id == self.leader
+    }
+}
+
+/// Builds the client options (TLS, auth, timeouts) from the settings.
+fn connect_options(s: &EtcdSettings) -> Result<ConnectOptions, EtcdError> {
+    let mut o = ConnectOptions::new()
+        .with_connect_timeout(s.dial_timeout)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
+    if let Some(user) = &s.user {
+        let password = s.password.as_ref().map(|p| p.expose()).unwrap_or("");
+        o = o.with_user(user.clone(), password.to_owned());
+    }
+    if s.uses_tls() {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &s.cacert {
+            tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca)?));
+        }
+        match (&s.cert, &s.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read_pem(cert)?, read_pem(key)?));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(EtcdError::Settings(
+                    "--cert and --key must be given together".into(),
+                ));
+            }
+        }
+        if s.insecure_skip_tls_verify {
+            return Err(EtcdError::Settings(
+                "--insecure-skip-tls-verify is not supported yet: give --cacert with the CA \
+                 that signed the etcd server certificate"
+                    .into(),
+            ));
+        }
+        o = o.with_tls(tls);
+    }
+    Ok(o)
+}
+
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, EtcdError> {
+    let bytes = std::fs::read(path).map_err(|e| EtcdError::TlsFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(EtcdError::TlsFile {
+            path: path.to_path_buf(),
+            reason: "not a PEM file (no -----BEGIN line)".into(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Connects to exactly one endpoint.
+pub async fn connect_one(s: &EtcdSettings, endpoint: &str) -> Result<Client, EtcdError> {
+    let options = connect_options(s)?;
+    let url = s.endpoint_url(endpoint);
+    let connect = Client::connect([url.as_str()], Some(options));
+    // etcd-client retries some failures by itself; bound the whole attempt.
+    let limit = s.dial_timeout + Duration::from_secs(5);
+    match tokio::time::timeout(limit, connect).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(classify(endpoint, s, e)),
+        Err(_) => Err(EtcdError::Connect {
+            endpoint: endpoint.to_owned(),
+            reason: format!("no answer within {} s", limit.as_secs()),
+        }),
+    }
+}
+
+fn classify(endpoint: &str, s: &EtcdSettings, e: etcd_client::Error) -> EtcdError {
+    let reason = describe(&e);
+    let lower = reason.to_lowercase();
+    if let Some(user) = &s.user
+        && (lower.contains("authentication failed")
+            || lower.contains("invalid user id or password")
+            || lower.contains("user name not found"))
+    {
+        return EtcdError::Auth {
+            endpoint: endpoint.to_owned(),
+            user: user.clone(),
+            reason,
+        };
+    }
+    EtcdError::Connect {
+        endpoint: endpoint.to_owned(),
+        reason,
+    }
+}
+
+/// The error and its causes on one line (tonic hides the useful part in `source`).
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+/// `Maintenance.Status` of the member behind `client`.
+pub async fn member_status(client: &mut Client, endpoint: &str) -> Result<MemberStatus, EtcdError> {
+    let st = client
+        .maintenance_client()
+        .status()
+        .await
+        .map_err(|e| EtcdError::Request {
+            endpoint: endpoint.to_owned(),
+            what: "endpoint status",
+            reason: describe(&e),
+        })?;
+    let header = st.header();
+    Ok(MemberStatus {
+        endpoint: endpoint.to_owned(),
+        cluster_id: header.map(|h| h.cluster_id()).unwrap_or(0),
+        member_id: header.map(|h| h.member_id()).unwrap_or(0),
+        leader: st.leader(),
+        raft_term: st.raft_term(),
+        raft_index: st.raft_index(),
+        version: st.version().to_owned(),
+        db_size: st.db_size(),
+        header_revision: header.map(|h| h.revision()).unwrap_or(0),
+        is_learner: st.is_learner(),
+        errors: st.errors().to_vec(),
+    })
+}
+
+/// Picks the one member to take the snapshot from: every endpoint is asked for its
+/// status; a follower is preferred (it spares the leader) unless configured otherwise.
+/// Returns a client connected to that member only.
+pub async fn select_member(s: &EtcdSettings) -> Result<(Client, MemberStatus), EtcdError> {
+    let mut healthy: Vec<(Client, MemberStatus)> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    for endpoint in &s.endpoints {
+        let attempt = async {
+            let mut client = connect_one(s, endpoint).await?;
+            let status = member_status(&mut client, endpoint).await?;
+            Ok::<_, EtcdError>((client, status))
+        };
+        match attempt.await {
+            Ok(found) => healthy.push(found),
+            // Settings and credentials are the same for every endpoint: stop at once.
+            Err(
+                e @ (EtcdError::TlsFile { .. } | EtcdError::Settings(_) | EtcdError::Auth { .. }),
+            ) => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint, error = %e, "member not usable");
+                problems.push(e.to_string());
+            }
+        }
+    }
+    if healthy.is_empty() {
+        return Err(match problems.len() {
+            1 => EtcdError::NoMember(problems.remove(0)),
+            _ => EtcdError::NoMember(problems.join("; ")),
+        });
+    }
+    let pick = |want_leader: Option<bool>| {
+        healthy.iter().position(|(_, st)| {
+            !st.is_learner && want_leader.is_none_or(|leader| st.is_leader() == leader)
+        })
+    };
+    let index = match s.prefer {
+        Prefer::Follower => pick(Some(false)).or_else(|| pick(None)),
+        Prefer::Leader => pick(Some(true)).or_else(|| pick(None)),
+        Prefer::Any => pick(None),
+    }
+    .unwrap_or(0);
+    let chosen = healthy.swap_remove(index);
+    if s.endpoints.len() > 1 && s.prefer == Prefer::Follower && chosen.1.is_leader() {
+        tracing::warn!(endpoint = %chosen.1.endpoint, "no healthy follower; using the leader");
+    }
+    tracing::info!(
+        endpoint = %chosen.1.endpoint,
+        member_id = format_args!("{:x}", chosen.1.member_id),
+        leader = chosen.1.is_leader(),
+        "snapshot source selected"
+    );
+    Ok(chosen)
+}
+
+/// The snapshot stream of one member, chunk by chunk, with a stall timeout.
+pub struct SnapshotStream {
+    inner: etcd_client::SnapshotStreaming,
+    endpoint: String,
+    stall: Duration,
+}
+
+impl SnapshotStream {
+    pub async fn open(
+        client: &mut Client,
+        endpoint: &str,
+        stall: Duration,
+    ) -> Result<Self, EtcdError> {
+        let inner =
+            client
+                .maintenance_client()
+                .snapshot()
+                .await
+                .map_err(|e| EtcdError::Request {
+                    endpoint: endpoint.to_owned(),
+                    what: "snapshot",
+                    reason: describe(&e),
+                })?;
+        Ok(SnapshotStream {
+            inner,
+            endpoint: endpoint.to_owned(),
+            stall,
+        })
+    }
+
+    /// The next chunk of `db bytes ‖ sha256`, or `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, EtcdError> {
+        match tokio::time::timeout(self.stall, self.inner.message()).await {
+            Err(_) => Err(EtcdError::Stalled {
+                endpoint: self.endpoint.clone(),
+                seconds: self.stall.as_secs(),
+            }),
+            Ok(Err(e)) => Err(EtcdError::Request {
+                endpoint: self.endpoint.clone(),
+                what: "snapshot stream",
+                reason: describe(&e),
+            }),
+            Ok(Ok(None)) => Ok(None),
+            // The blob is taken, not copied (the `pub-response-field` feature).
+            Ok(Ok(Some(mut m))) => Ok(Some(std::mem::take(&mut m.0.blob))),
+        }
+    }
+}

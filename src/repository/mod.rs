@@ -1,0 +1,290 @@
+//! Where backups live: a storage URL (`file:///dir` or `s3://bucket/prefix`), the
+//! object layout under it, and the catalog of manifests.
+//!
+//! ```text
+//! <url>/<cluster>/manifests/<id>.json          the manifest: the backup exists iff this does
+//! <url>/<cluster>/snapshots/<id>.db.zst[.age]  the data: snapshot file, zstd, maybe age
+//! ```
+
+pub mod manifest;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+pub use manifest::{Manifest, StoredObject};
+
+/// The storage default when nothing is configured.
+pub const DEFAULT_URL: &str = "./lifeboat-backups";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("storage URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("storage {url}: {reason}")]
+    Access { url: String, reason: String },
+    #[error("storage {url}: no backup {id:?} for cluster {cluster:?}")]
+    NoSuchBackup {
+        url: String,
+        cluster: String,
+        id: String,
+    },
+    #[error("storage {url}: manifest {key}: {reason}")]
+    BadManifest {
+        url: String,
+        key: String,
+        reason: String,
+    },
+}
+
+impl RepoError {
+    pub fn is_config(&self) -> bool {
+        matches!(self, RepoError::Url { .. })
+    }
+}
+
+/// The backups of one cluster in one storage location.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    /// Prefix (from the URL) + cluster name.
+    base: ObjectPath,
+    url: String,
+    cluster: String,
+}
+
+impl Repository {
+    /// Opens the storage at `url` (object_store options in `options`, e.g. `endpoint`,
+    /// `region`, `allow_http`; AWS_* variables are read too) for `cluster`.
+    pub fn open(
+        url: &str,
+        options: &HashMap<String, String>,
+        cluster: &str,
+    ) -> Result<Repository, RepoError> {
+        let bad = |reason: String| RepoError::Url {
+            url: url.to_owned(),
+            reason,
+        };
+        if cluster.is_empty()
+            || cluster.contains('/')
+            || cluster.starts_with('.')
+            || cluster.chars().any(|c| c.is_control())
+        {
+            return Err(bad(format!(
+                "cluster name {cluster:?} must be a non-empty single path segment"
+            )));
+        }
+        let (store, prefix): (Arc<dyn ObjectStore>, String) =
+            if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad("no bucket name (s3://BUCKET/PREFIX)".into()));
+                }
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (k, v) in options {
+                    let key: AmazonS3ConfigKey = k
+                        .parse()
+                        .map_err(|_| bad(format!("unknown S3 option {k:?}")))?;
+                    builder = builder.with_config(key, v.clone());
+                }
+                let store = builder
+                    .build()
+                    .map_err(|e| bad(format!("S3 settings: {e}")))?;
+                (Arc::new(store), prefix.trim_matches('/').to_owned())
+            } else {
+                let dir = match url.strip_prefix("file://") {
+                    Some(path) => path.to_owned(),
+                    None if url.contains("://") => {
+                        return Err(bad(
+                            "unsupported scheme: use file:///DIR or s3://BUCKET/PREFIX".into(),
+                        ));
+                    }
+                    None => url.to_owned(),
+                };
+                if !options.is_empty() {
+                    return Err(bad("storage options only apply to s3:// URLs".into()));
+                }
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| bad(format!("cannot create directory {dir}: {e}")))?;
+                let store = LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| bad(format!("directory {dir}: {e}")))?;
+                (Arc::new(store), String::new())
+            };
+        let base = if prefix.is_empty() {
+            ObjectPath::from(cluster)
+        } else {
+            ObjectPath::from(format!("{prefix}/{cluster}"))
+        };
+        Ok(Repository {
+            store,
+            base,
+            url: url.to_owned(),
+            cluster: cluster.to_owned(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Full object path of a key relative to the cluster's directory.
+    pub fn path(&self, key: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}/{key}", self.base))
+    }
+
+    pub fn data_key(id: &str, encrypted: bool) -> String {
+        if encrypted {
+            format!("snapshots/{id}.db.zst.age")
+        } else {
+            format!("snapshots/{id}.db.zst")
+        }
+    }
+
+    pub fn manifest_key(id: &str) -> String {
+        format!("manifests/{id}.json")
+    }
+
+    pub(crate) fn access_error(&self, what: &str, e: object_store::Error) -> RepoError {
+        RepoError::Access {
+            url: self.url.clone(),
+            reason: format!("{what}: {}", explain(&e)),
+        }
+    }
+
+    /// Checks that the storage answers and accepts the credentials (lists the manifests
+    /// directory), so a backup fails before any snapshot is taken.
+    pub async fn probe(&self) -> Result<(), RepoError> {
+        let prefix = self.path("manifests");
+        self.store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.access_error("listing backups", e))
+    }
+
+    /// Every manifest, newest first.
+    pub async fn list(&self) -> Result<Vec<Manifest>, RepoError> {
+        let prefix = self.path("manifests");
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.access_error("listing backups", e))?;
+        let mut out = Vec::with_capacity(metas.len());
+        for meta in metas {
+            if !meta.location.as_ref().ends_with(".json") {
+                continue;
+            }
+            out.push(self.read_manifest(&meta.location).await?);
+        }
+        out.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(out)
+    }
+
+    async fn read_manifest(&self, path: &ObjectPath) -> Result<Manifest, RepoError> {
+        let read = async { self.store.get(path).await?.bytes().await };
+        let bytes = read
+            .await
+            .map_err(|e| self.access_error(&format!("reading {path}"), e))?;
+        Manifest::from_json(&bytes).map_err(|reason| RepoError::BadManifest {
+            url: self.url.clone(),
+            key: path.to_string(),
+            reason,
+        })
+    }
+
+    /// The manifest of backup `id`, or of the newest one for `latest`.
+    pub async fn manifest(&self, id: &str) -> Result<Manifest, RepoError> {
+        if id == "latest" {
+            return self
+                .list()
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| RepoError::NoSuchBackup {
+                    url: self.url.clone(),
+                    cluster: self.cluster.clone(),
+                    id: id.to_owned(),
+                });
+        }
+        let path = self.path(&Self::manifest_key(id));
+        match self.store.head(&path).await {
+            Err(object_store::Error::NotFound { .. }) => Err(RepoError::NoSuchBackup {
+                url: self.url.clone(),
+                cluster: self.cluster.clone(),
+                id: id.to_owned(),
+            }),
+            Err(e) => Err(self.access_error(&format!("reading {path}"), e)),
+            Ok(_) => self.read_manifest(&path).await,
+        }
+    }
+
+    /// Writes the manifest: the commit point of a backup.
+    pub async fn put_manifest(&self, m: &Manifest) -> Result<(), RepoError> {
+        let json = serde_json::to_vec_pretty(m).map_err(|e| RepoError::BadManifest {
+            url: self.url.clone(),
+            key: Self::manifest_key(&m.id),
+            reason: e.to_string(),
+        })?;
+        let path = self.path(&Self::manifest_key(&m.id));
+        self.store
+            .put(&path, PutPayload::from(json))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.access_error(&format!("writing {path}"), e))
+    }
+
+    /// Deletes an object, treating "already gone" as done.
+    pub async fn delete(&self, key: &str) -> Result<(), RepoError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.access_error(&format!("deleting {key}"), e)),
+        }
+    }
+}
+
+/// object_store errors, shortened to what an operator acts on.
+pub(crate) fn explain(e: &object_store::Error) -> String {
+    let text = full_chain(e);
+    let lower = text.to_lowercase();
+    let hint = if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
+        " (the bucket does not exist: create it or fix the URL)"
+    } else if lower.contains("invalidaccesskeyid")
+        || lower.contains("signaturedoesnotmatch")
+        || lower.contains("accessdenied")
+        || lower.contains("403")
+    {
+        " (access denied: check the S3 credentials, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+    } else if lower.contains("connection refused") || lower.contains("error sending request") {
+        " (cannot reach the storage endpoint)"
+    } else {
+        ""
+    };
+    format!("{text}{hint}")
+}
+
+fn full_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cause = c.source();
+    }
+    s
+}
