@@ -160,9 +160,26 @@ fn classify(endpoint: &str, s: &EtcdSettings, e: etcd_client::Error) -> EtcdErro
     }
 }
 
-/// The error and its causes on one line (tonic hides the useful part in `source`).
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
+/// The error and its causes on one line (tonic hides the useful part in `source`), or
+/// just the operating system's word for it when the connection itself failed.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    "connection refused (is etcd listening there? check --endpoints)".into()
+                }
+                _ => io.to_string(),
+            };
+        }
+        cause = c.source();
+    }
+    let text = e.to_string();
+    if text.contains("Connection refused") {
+        return "connection refused (is etcd listening there? check --endpoints)".into();
+    }
+    let mut s = text;
     let mut cause = e.source();
     while let Some(c) = cause {
         let text = c.to_string();
@@ -223,7 +240,9 @@ pub async fn select_member(s: &EtcdSettings) -> Result<(Client, MemberStatus), E
                 return Err(e);
             }
             Err(e) => {
-                tracing::warn!(endpoint = %endpoint, error = %e, "member not usable");
+                if s.endpoints.len() > 1 {
+                    tracing::warn!(endpoint = %endpoint, error = %e, "member not usable");
+                }
                 problems.push(e.to_string());
             }
         }

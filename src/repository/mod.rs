@@ -259,6 +259,12 @@ impl Repository {
 pub(crate) fn explain(e: &object_store::Error) -> String {
     let text = full_chain(e);
     let lower = text.to_lowercase();
+    if lower.contains("169.254.169.254") {
+        // object_store fell through its credentials chain to the instance metadata service.
+        return "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                (or run where instance credentials exist)"
+            .into();
+    }
     let hint = if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
         " (the bucket does not exist: create it or fix the URL)"
     } else if lower.contains("invalidaccesskeyid")

@@ -1,0 +1,538 @@
+//! `lifeboat backup` end to end against real etcd and a real S3 server: the data comes
+//! back through `fetch` + `etcdutl snapshot restore`, the stored object is plain zstd, and
+//! failures leave nothing behind that looks like a backup.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::GetOptions;
+use serde_json::Value;
+use support::etcd::Cluster;
+use support::restored::Restored;
+use support::s3::SeaweedFs;
+use support::tools::{self, EtcdVersion};
+use support::workload;
+
+/// `lifeboat` with a clean environment: no ETCDCTL_*, AWS_* or LIFEBOAT_* from outside.
+fn lifeboat(args: &[&str], env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("ETCDCTL_") || k.starts_with("AWS_") || k.starts_with("LIFEBOAT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run lifeboat")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "lifeboat failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Every key and value in the cluster.
+fn dump(endpoints: Vec<String>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    support::runtime().block_on(async {
+        let mut c = workload::connect_endpoints(endpoints, None).await;
+        let resp = c
+            .get("", Some(GetOptions::new().with_all_keys()))
+            .await
+            .expect("get all keys");
+        resp.kvs()
+            .iter()
+            .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+            .collect()
+    })
+}
+
+/// Fills a cluster with data worth backing up.
+fn fill(cluster: &Cluster) {
+    support::runtime().block_on(async {
+        let mut c = workload::connect(cluster).await;
+        let k8s = workload::kubernetes_like(&mut c, 3, 20).await;
+        let some: Vec<String> = k8s.keys.iter().take(10).cloned().collect();
+        workload::overwrites(&mut c, &some, 2).await;
+        workload::deletes(&mut c, "/registry/pods/", 5).await;
+        workload::big_values(&mut c, 3, 100 * 1024).await;
+    });
+}
+
+/// Backs up, writes more, fetches, restores with the plain etcd tools, and compares.
+fn round_trip(version: EtcdVersion, storage: &str, env: &[(String, String)]) -> Value {
+    let cluster = Cluster::start(version, 3);
+    fill(&cluster);
+    let expected = dump(cluster.endpoints());
+    let endpoints = cluster.endpoints().join(",");
+    let manifest: Value = serde_json::from_str(&ok(run(lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoints,
+            "--storage",
+            storage,
+            "--cluster",
+            "rt",
+            "-w",
+            "json",
+        ],
+        env,
+    ))))
+    .expect("manifest JSON");
+
+    // Exactly one member was used, and a follower (three members, one leader).
+    let status = cluster.etcdctl_ok(&["endpoint", "status", "-w", "json"]);
+    let statuses: Value = serde_json::from_str(&status).expect("endpoint status JSON");
+    let leader = format!(
+        "{:x}",
+        statuses[0]["Status"]["leader"].as_u64().expect("leader id")
+    );
+    assert_ne!(
+        manifest["member_id"], leader,
+        "backup came from the leader: {manifest}"
+    );
+    assert!(
+        cluster
+            .endpoints()
+            .iter()
+            .any(|e| *e == manifest["endpoint"]),
+        "{manifest}"
+    );
+
+    // Writes after the backup must not come back.
+    cluster.etcdctl_ok(&["put", "/registry/pods/late/after-backup", "x"]);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("fetched.db");
+    ok(run(lifeboat(
+        &[
+            "fetch",
+            "latest",
+            "--out",
+            file.to_str().expect("utf-8"),
+            "--storage",
+            storage,
+            "--cluster",
+            "rt",
+        ],
+        env,
+    )));
+    assert!(!dir.path().join("fetched.db.part").exists());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&file).expect("stat").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "fetched file mode {mode:o}");
+
+    // The reference tool reads the same figures the manifest recorded.
+    let mut st = version.status_command(&file);
+    st.args(["-w", "json"]);
+    let reference: Value =
+        serde_json::from_slice(&st.output().expect("status").stdout).expect("status JSON");
+    assert_eq!(reference["revision"], manifest["revision"]);
+    assert_eq!(reference["hash"], manifest["hash"]);
+    assert_eq!(reference["totalKey"], manifest["total_key"]);
+
+    let restored = Restored::start(version, &file);
+    let got = dump(vec![restored.endpoint.clone()]);
+    assert_eq!(got.len(), expected.len(), "key count after restore");
+    assert!(
+        got == expected,
+        "restored data differs from the data at backup time"
+    );
+    ok(run(lifeboat(
+        &["verify", "--storage", storage, "--cluster", "rt"],
+        env,
+    )));
+    manifest
+}
+
+#[test]
+fn round_trip_file_3_5_30() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}", dir.path().join("backups").display());
+    let m = round_trip(EtcdVersion::V3_5_30, &url, &[]);
+    // The stored object is plain zstd: the stock CLI decompresses it to the snapshot.
+    let stored = dir
+        .path()
+        .join("backups/rt")
+        .join(m["object"]["key"].as_str().expect("key"));
+    let out = Command::new(tools::zstd())
+        .arg("-d")
+        .arg("-c")
+        .arg(&stored)
+        .output()
+        .expect("zstd -d");
+    assert!(out.status.success(), "zstd -d: {}", text(&out.stderr));
+    assert_eq!(
+        out.stdout.len() as u64,
+        m["object"]["plain_size"].as_u64().expect("size")
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&stored).expect("stat").permissions(),
+    );
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "stored object is readable by others: {mode:o}"
+    );
+}
+
+#[test]
+fn round_trip_file_3_4_23() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}", dir.path().join("backups").display());
+    round_trip(EtcdVersion::V3_4_23, &url, &[]);
+}
+
+#[test]
+fn round_trip_s3_3_5_30() {
+    let s3 = SeaweedFs::start();
+    let url = format!("s3://{}/etcd", s3.bucket);
+    round_trip(EtcdVersion::V3_5_30, &url, &s3.aws_env());
+}
+
+#[test]
+fn round_trip_s3_3_4_23() {
+    let s3 = SeaweedFs::start();
+    let url = format!("s3://{}/etcd", s3.bucket);
+    round_trip(EtcdVersion::V3_4_23, &url, &s3.aws_env());
+}
+
+/// Every file under `dir`, relative.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    fn walk(d: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, base, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap_or(&p).to_path_buf());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn bad_storage_and_spool_fail_cleanly() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    let endpoints = cluster.endpoints().join(",");
+    let s3 = SeaweedFs::start();
+
+    // Wrong S3 secret: refused, the secret is not printed.
+    let mut env = s3.aws_env();
+    let wrong = "wrong-secret-key-value-1234567890";
+    for (k, v) in env.iter_mut() {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            *v = wrong.to_owned();
+        }
+    }
+    let url = format!("s3://{}/etcd", s3.bucket);
+    let out = run(lifeboat(
+        &["backup", "--endpoints", &endpoints, "--storage", &url],
+        &env,
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        all.contains("access denied") || all.contains("SignatureDoesNotMatch"),
+        "{all}"
+    );
+    assert!(
+        !all.contains(wrong) && !all.contains(&s3.secret_key),
+        "secret leaked: {all}"
+    );
+
+    // A bucket that does not exist.
+    let out = run(lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoints,
+            "--storage",
+            "s3://no-such-bucket/etcd",
+        ],
+        &s3.aws_env(),
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("bucket"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A spool "directory" that cannot hold files (as root, permissions do not stop
+    // writes, so use a regular file where the directory should be).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let not_a_dir = dir.path().join("spool-is-a-file");
+    std::fs::write(&not_a_dir, b"x").expect("write");
+    let backups = dir.path().join("backups");
+    let storage = format!("file://{}", backups.display());
+    let out = run(lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoints,
+            "--storage",
+            &storage,
+            "--spool-dir",
+            not_a_dir.to_str().expect("utf-8"),
+        ],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("spool"), "{}", text(&out.stderr));
+    assert!(
+        files_under(&backups).is_empty(),
+        "left {:?}",
+        files_under(&backups)
+    );
+    // Nothing in S3 either.
+    let listing = support::runtime().block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        s3.object_store()
+            .list(None)
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("list")
+    });
+    assert!(listing.is_empty(), "objects left in S3: {listing:?}");
+
+    // Unreachable etcd: clear error naming the endpoint.
+    let out = run(lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            "127.0.0.1:1",
+            "--dial-timeout",
+            "1s",
+            "--storage",
+            &storage,
+        ],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("127.0.0.1:1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_corrupted_stored_object_fails_verify_and_fetch() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    fill(&cluster);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backups = dir.path().join("backups");
+    let storage = format!("file://{}", backups.display());
+    let endpoints = cluster.endpoints().join(",");
+    let m: Value = serde_json::from_str(&ok(run(lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoints,
+            "--storage",
+            &storage,
+            "-w",
+            "json",
+        ],
+        &[],
+    ))))
+    .expect("JSON");
+    let stored = backups
+        .join("default")
+        .join(m["object"]["key"].as_str().expect("key"));
+    let mut bytes = std::fs::read(&stored).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&stored, &bytes).expect("write");
+
+    let out = run(lifeboat(&["verify", "latest", "--storage", &storage], &[]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("does not match the manifest") && err.contains("sha256"),
+        "{err}"
+    );
+
+    let target = dir.path().join("out.db");
+    let out = run(lifeboat(
+        &[
+            "fetch",
+            "latest",
+            "--out",
+            target.to_str().expect("utf-8"),
+            "--storage",
+            &storage,
+        ],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("does not match"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!target.exists() && !dir.path().join("out.db.part").exists());
+}
+
+#[test]
+fn etcd_killed_mid_stream_leaves_nothing() {
+    let mut cluster = Cluster::start_with_args(
+        EtcdVersion::V3_5_30,
+        1,
+        &["--quota-backend-bytes=4294967296"],
+    );
+    support::runtime().block_on(async {
+        let mut c = workload::connect(&cluster).await;
+        workload::large_db(&mut c, 300 << 20).await;
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backups = dir.path().join("backups");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).expect("spool dir");
+    let storage = format!("file://{}", backups.display());
+    let endpoints = cluster.endpoints().join(",");
+    // A slow compression level stretches the stream so the kill lands in the middle.
+    let mut child = lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoints,
+            "--storage",
+            &storage,
+            "--spool-dir",
+            spool.to_str().expect("utf-8"),
+            "--zstd-level",
+            "19",
+        ],
+        &[],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn backup");
+    // Wait until the spool holds some of the snapshot, then kill etcd.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let spooled: u64 = std::fs::read_dir(&spool)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if spooled > 8 << 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backup never started streaming");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "backup ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.kill(0);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("backup failed") && err.contains("etcd"),
+        "{err}"
+    );
+    assert!(
+        files_under(&spool).is_empty(),
+        "spool left: {:?}",
+        files_under(&spool)
+    );
+    assert!(
+        files_under(&backups).is_empty(),
+        "left in storage: {:?}",
+        files_under(&backups)
+    );
+}
+
+#[test]
+fn auth_password_is_used_and_never_printed() {
+    let mut cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    let password = "pw-that-must-not-leak-42";
+    let auth = support::runtime().block_on(async {
+        let mut c = workload::connect(&cluster).await;
+        workload::kubernetes_like(&mut c, 1, 5).await;
+        workload::auth_users(&mut c, password).await
+    });
+    cluster.set_credentials(&auth.root_user, &auth.root_password);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("b").display());
+    let endpoints = cluster.endpoints().join(",");
+
+    // user:password in ETCDCTL_USER, as etcdctl accepts it.
+    let env = vec![("ETCDCTL_USER".to_owned(), format!("root:{password}"))];
+    let out = run(lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoints,
+            "--storage",
+            &storage,
+            "-v",
+        ],
+        &env,
+    ));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains(password), "password printed: {all}");
+    for f in files_under(&dir.path().join("b")) {
+        if f.extension().is_some_and(|e| e == "json") {
+            let m = std::fs::read_to_string(dir.path().join("b").join(&f)).expect("read");
+            assert!(!m.contains(password), "password in manifest {f:?}");
+        }
+    }
+
+    // A wrong password: exit 1, names the user, not the password.
+    let wrong = "wrong-pw-also-secret";
+    let out = run(lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoints,
+            "--storage",
+            &storage,
+            "--user",
+            "root",
+            "--password",
+            wrong,
+        ],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("root") && err.contains("credentials"), "{err}");
+    assert!(!err.contains(wrong), "password printed: {err}");
+}
