@@ -6,7 +6,14 @@ only), saves a snapshot with etcdctl, then times `lifeboat snapshot status` agai
 `etcdutl snapshot status` on that file (alternating runs, warm page cache for both) and
 records wall time and peak RSS of each. Results go to docs/benchmarks.md.
 
-Environment: BENCH_DB_BYTES (default 1100000000), BENCH_RUNS (default 5).
+Then (issue 3) backups on the same data at two database sizes (256 MiB and the full
+size): `etcdctl snapshot save` alone (the floor), the shell pipeline people write
+(`etcdctl snapshot save && zstd -T0 && cp`), and `lifeboat backup` to file:// and to a
+local SeaweedFS; wall-time ratios to the floor, compression ratio, peak RSS; plus
+lifeboat's zstd levels side by side (how the default level was chosen).
+
+Environment: BENCH_DB_BYTES (default 1100000000), BENCH_RUNS (default 5),
+BENCH_BACKUP_RUNS (default 3), BENCH_ONLY (status|backup, default both).
 """
 import json, os, platform, shutil, socket, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -19,6 +26,11 @@ LOADGEN = ROOT / "target/release/examples/load_kubernetes"
 MEASURE = ROOT / "scripts/measure.py"
 DB_BYTES = int(os.environ.get("BENCH_DB_BYTES", 1_100_000_000))
 RUNS = int(os.environ.get("BENCH_RUNS", 5))
+BACKUP_RUNS = int(os.environ.get("BENCH_BACKUP_RUNS", 3))
+ONLY = os.environ.get("BENCH_ONLY", "")
+WEED = TOOLS / "bin/weed"
+ZSTD = TOOLS / "bin/zstd"
+SMALL_DB = 256 << 20
 
 
 def free_port():
@@ -65,56 +77,225 @@ def median(xs):
 
 
 def main():
-    for b in (ETCD / "etcd", ETCD / "etcdutl", LIFEBOAT, LOADGEN):
+    for b in (ETCD / "etcd", ETCD / "etcdutl", LIFEBOAT, LOADGEN, WEED, ZSTD):
         if not Path(b).exists():
             sys.exit(f"missing {b}: run `make bench` (it builds and installs everything)")
     work = Path(tempfile.mkdtemp(prefix="lifeboat-bench."))
-    etcd = None
+    etcd = weed = None
     try:
         etcd, endpoint = start_etcd(work)
-        log(f"loading >= {DB_BYTES / 2**30:.2f} GiB of Kubernetes-like data into {endpoint}")
-        t0 = time.monotonic()
-        subprocess.run([LOADGEN, "--endpoint", endpoint, "--target-bytes", str(DB_BYTES)],
-                       check=True, stdout=subprocess.DEVNULL)
-        log(f"loaded in {time.monotonic() - t0:.0f}s")
-        snap = work / "snapshot.db"
-        save = measure("etcdctl snapshot save",
-                       [ETCD / "etcdctl", "--endpoints", endpoint, "snapshot", "save", snap])
-        etcd.terminate()
-        etcd.wait(30)
-        etcd = None
-        size = snap.stat().st_size
-
-        # Same answers first: the benchmark is meaningless if they differ.
-        ref = json.loads(subprocess.run([ETCD / "etcdutl", "snapshot", "status", snap, "-w", "json"],
-                                        check=True, capture_output=True, text=True).stdout)
-        ours = json.loads(subprocess.run([LIFEBOAT, "snapshot", "status", snap, "-w", "json"],
-                                         check=True, capture_output=True, text=True).stdout)
-        for k in ("hash", "revision", "totalKey", "totalSize"):
-            if ref[k] != ours[k]:
-                sys.exit(f"status differs on {k}: etcdutl {ref[k]} lifeboat {ours[k]}")
-        log(f"snapshot {size / 2**30:.2f} GiB, {ref['totalKey']} entries, {ours['liveKeys']} live keys; "
-            "figures agree")
-
-        cmds = {
-            "etcdutl snapshot status": [ETCD / "etcdutl", "snapshot", "status", snap, "-w", "json"],
-            "lifeboat snapshot status": [LIFEBOAT, "snapshot", "status", snap, "-w", "json"],
-            "lifeboat snapshot status --skip-hash-check":
-                [LIFEBOAT, "snapshot", "status", "--skip-hash-check", snap, "-w", "json"],
-            "lifeboat snapshot inspect": [LIFEBOAT, "snapshot", "inspect", snap, "-w", "json"],
-        }
-        for c in cmds.values():  # warm the page cache for everyone
-            subprocess.run(c, check=True, stdout=subprocess.DEVNULL)
-        results = {k: [] for k in cmds}
-        for i in range(RUNS):
-            for label, c in cmds.items():
-                results[label].append(measure(label, c))
-            log(f"run {i + 1}/{RUNS} done")
-        write_report(size, ref, ours, save, results)
+        backup_results = {}
+        if ONLY in ("", "backup"):
+            weed, s3env = start_weed(work)
+            load(endpoint, SMALL_DB)
+            backup_results[SMALL_DB] = bench_backup(work, endpoint, s3env, levels=True)
+        load(endpoint, DB_BYTES)
+        if ONLY in ("", "backup"):
+            backup_results[DB_BYTES] = bench_backup(work, endpoint, s3env, levels=False)
+            write_backup_report(backup_results)
+        if ONLY in ("", "status"):
+            snap = work / "snapshot.db"
+            save = measure("etcdctl snapshot save",
+                           [ETCD / "etcdctl", "--endpoints", endpoint, "snapshot", "save", snap])
+            bench_status(snap, save)
     finally:
-        if etcd:
-            etcd.kill()
+        for p in (etcd, weed):
+            if p:
+                p.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def load(endpoint, target):
+    log(f"loading Kubernetes-like data into {endpoint} until the db is >= {target / 2**20:.0f} MiB")
+    t0 = time.monotonic()
+    subprocess.run([LOADGEN, "--endpoint", endpoint, "--target-bytes", str(target)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log(f"loaded in {time.monotonic() - t0:.0f}s")
+
+
+def start_weed(work):
+    """SeaweedFS on loopback with credentials and a bucket (as tests/support/s3.rs does)."""
+    d = work / "weed"
+    (d / "data").mkdir(parents=True)
+    (d / "logs").mkdir()
+    (d / "tmp").mkdir()
+    ak, sk, bucket = "benchaccess", "bench-secret-" + os.urandom(8).hex(), "bench"
+    (d / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "bench", "credentials": [{"accessKey": ak, "secretKey": sk}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    while True:  # admin's gRPC port is always admin + 10000: both must be free
+        ports = [free_port() for _ in range(9)]
+        admin = ports[8]
+        if admin + 10000 < 65536:
+            try:
+                with socket.socket() as t:
+                    t.bind(("127.0.0.1", admin + 10000))
+                break
+            except OSError:
+                continue
+    names = ["master", "volume", "filer", "s3"]
+    args = [f"-logdir={d / 'logs'}", "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    for i, n in enumerate(names):
+        args += [f"-{n}.port={ports[2 * i]}", f"-{n}.port.grpc={ports[2 * i + 1]}"]
+    args += [f"-admin.port={admin}", f"-admin.port.grpc={admin + 10000}",
+             "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+             "-master.telemetry=false", "-master.volumeSizeLimitMB=64",
+             f"-s3.config={d / 's3.json'}", "-s3.autoCreateBucket=false", f"-bucket={bucket}",
+             f"-filer.localSocket={d / 'filer.sock'}", f"-s3.localSocket={d / 's3.sock'}"]
+    env = dict(os.environ, TMPDIR=str(d / "tmp"))
+    logf = open(d / "weed.log", "w")
+    p = subprocess.Popen([WEED, *args], stdout=logf, stderr=logf, env=env, cwd=d)
+    endpoint = f"http://127.0.0.1:{ports[6]}"
+    s3env = {"AWS_ACCESS_KEY_ID": ak, "AWS_SECRET_ACCESS_KEY": sk, "AWS_REGION": "us-east-1",
+             "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true",
+             "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false", "NO_PROXY": "127.0.0.1,localhost",
+             "no_proxy": "127.0.0.1,localhost"}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        r = subprocess.run([LIFEBOAT, "list", "--storage", f"s3://{bucket}/probe"],
+                           env=dict(os.environ, **s3env), capture_output=True)
+        if r.returncode == 0:
+            return p, dict(s3env, BUCKET=bucket)
+        time.sleep(0.5)
+    p.kill()
+    sys.exit("SeaweedFS did not become ready: " + (d / "weed.log").read_text()[-2000:])
+
+
+def measure_env(label, cmd, env):
+    out = subprocess.run([sys.executable, str(MEASURE), "--label", label, "--", *map(str, cmd)],
+                         check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def bench_backup(work, endpoint, s3env, levels):
+    """Backups of the current database, each way, alternating runs."""
+    d = work / "backup"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    spool = d / "spool"
+    spool.mkdir()
+    s3 = dict(os.environ, **{k: v for k, v in s3env.items() if k != "BUCKET"})
+    plain = dict(os.environ)
+    etcdctl = ETCD / "etcdctl"
+    pipeline = (f"{etcdctl} --endpoints {endpoint} snapshot save {d}/p.db >/dev/null && "
+                f"{ZSTD} -q -T0 -3 {d}/p.db -o {d}/p.db.zst && cp {d}/p.db.zst {d}/dest.db.zst")
+    cases = {
+        "etcdctl snapshot save (floor)":
+            ([etcdctl, "--endpoints", endpoint, "snapshot", "save", d / "floor.db"], plain),
+        "etcdctl save && zstd -T0 -3 && cp": (["sh", "-c", pipeline], plain),
+        "lifeboat backup → file://":
+            ([LIFEBOAT, "backup", "--endpoints", endpoint, "--storage", f"file://{d}/repo",
+              "--spool-dir", spool], plain),
+        "lifeboat backup → SeaweedFS (s3://)":
+            ([LIFEBOAT, "backup", "--endpoints", endpoint, "--storage",
+              f"s3://{s3env['BUCKET']}/bench", "--spool-dir", spool], s3),
+    }
+    results = {k: [] for k in cases}
+    sizes = {}
+    for i in range(BACKUP_RUNS):
+        for label, (cmd, env) in cases.items():
+            results[label].append(measure_env(label, cmd, env))
+            if label.startswith("etcdctl snapshot save"):
+                sizes["snapshot"] = (d / "floor.db").stat().st_size
+            if label.startswith("etcdctl save"):
+                sizes["pipeline_zst"] = (d / "dest.db.zst").stat().st_size
+            for f in ("floor.db", "p.db", "p.db.zst", "dest.db.zst"):
+                (d / f).unlink(missing_ok=True)
+        log(f"backup run {i + 1}/{BACKUP_RUNS} done")
+    ours = json.loads(subprocess.run([LIFEBOAT, "list", "--storage", f"file://{d}/repo", "-w", "json"],
+                                     check=True, capture_output=True, text=True).stdout)[0]
+    sizes["lifeboat_stored"] = ours["object"]["size"]
+    sizes["lifeboat_plain"] = ours["object"]["plain_size"]
+    shutil.rmtree(d / "repo", ignore_errors=True)
+    level_rows = []
+    if levels:
+        for level in (1, 3, 6, 9):
+            repo = d / f"repo-{level}"
+            r = measure_env(f"level {level}", [LIFEBOAT, "backup", "--endpoints", endpoint, "--storage",
+                                               f"file://{repo}", "--spool-dir", spool,
+                                               "--zstd-level", str(level)], plain)
+            m = json.loads(subprocess.run([LIFEBOAT, "list", "--storage", f"file://{repo}", "-w", "json"],
+                                          check=True, capture_output=True, text=True).stdout)[0]
+            level_rows.append((level, r["wall_s"], m["object"]["plain_size"] / m["object"]["size"],
+                               r["max_rss_kib"]))
+            shutil.rmtree(repo, ignore_errors=True)
+    return {"results": results, "sizes": sizes, "levels": level_rows}
+
+
+def write_backup_report(by_size):
+    lines = []
+    for size, r in by_size.items():
+        res, sizes = r["results"], r["sizes"]
+        floor = median([x["wall_s"] for x in res["etcdctl snapshot save (floor)"]])
+        lines.append(f"\n**Database {sizes['snapshot'] / 2**20:.0f} MiB** (snapshot file); "
+                     f"lifeboat stored {sizes['lifeboat_stored'] / 2**20:.1f} MiB "
+                     f"(ratio {sizes['lifeboat_plain'] / sizes['lifeboat_stored']:.2f}), the shell "
+                     f"pipeline {sizes['pipeline_zst'] / 2**20:.1f} MiB "
+                     f"(ratio {sizes['snapshot'] / sizes['pipeline_zst']:.2f}).\n")
+        lines.append("| command | wall (s) | ratio to the floor | peak RSS (MiB) |")
+        lines.append("|---|---:|---:|---:|")
+        for label, xs in res.items():
+            wall = median([x["wall_s"] for x in xs])
+            rss = max(x["max_rss_kib"] for x in xs) / 1024
+            lines.append(f"| `{label}` | {wall:.2f} | {wall / floor:.2f}× | {rss:.0f} |")
+        if r["levels"]:
+            lines.append("\nzstd level of `lifeboat backup → file://` on this database (one run each):\n")
+            lines.append("| level | wall (s) | ratio to the floor | compression ratio | peak RSS (MiB) |")
+            lines.append("|---:|---:|---:|---:|---:|")
+            for level, wall, ratio, rss in r["levels"]:
+                lines.append(f"| {level} | {wall:.2f} | {wall / floor:.2f}× | {ratio:.2f} | {rss / 1024:.0f} |")
+    section = f"""<!-- bench:backup:start -->
+## Taking a backup (issue 3)
+
+Measured {time.strftime('%Y-%m-%d')} by `make bench` on {os.cpu_count()} cores; etcd 3.5.30 and
+SeaweedFS on the same machine (loopback), Kubernetes-like data (values 1–12 KiB, several
+revisions each). Median of {BACKUP_RUNS} alternating runs; peak RSS is the largest over the
+runs (for the shell pipeline: its largest process). The floor is `etcdctl snapshot save`
+alone; lifeboat additionally verifies the sha256 trailer and the bbolt structure (from its
+spool copy), compresses, uploads, and writes a manifest.
+{chr(10).join(lines)}
+<!-- bench:backup:end -->"""
+    replace_section("backup", section)
+    print(section)
+
+
+def replace_section(name, section):
+    doc = ROOT / "docs/benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nProduced by `make bench`; every number comes from one run of it.\n"
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    if start in text and end in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    doc.write_text(text)
+
+
+def bench_status(snap, save):
+    size = snap.stat().st_size
+    ref = json.loads(subprocess.run([ETCD / "etcdutl", "snapshot", "status", snap, "-w", "json"],
+                                    check=True, capture_output=True, text=True).stdout)
+    ours = json.loads(subprocess.run([LIFEBOAT, "snapshot", "status", snap, "-w", "json"],
+                                     check=True, capture_output=True, text=True).stdout)
+    for k in ("hash", "revision", "totalKey", "totalSize"):
+        if ref[k] != ours[k]:
+            sys.exit(f"status differs on {k}: etcdutl {ref[k]} lifeboat {ours[k]}")
+    log(f"snapshot {size / 2**30:.2f} GiB, {ref['totalKey']} entries, {ours['liveKeys']} live keys; "
+        "figures agree")
+    cmds = {
+        "etcdutl snapshot status": [ETCD / "etcdutl", "snapshot", "status", snap, "-w", "json"],
+        "lifeboat snapshot status": [LIFEBOAT, "snapshot", "status", snap, "-w", "json"],
+        "lifeboat snapshot status --skip-hash-check":
+            [LIFEBOAT, "snapshot", "status", "--skip-hash-check", snap, "-w", "json"],
+        "lifeboat snapshot inspect": [LIFEBOAT, "snapshot", "inspect", snap, "-w", "json"],
+    }
+    for c in cmds.values():  # warm the page cache for everyone
+        subprocess.run(c, check=True, stdout=subprocess.DEVNULL)
+    results = {k: [] for k in cmds}
+    for i in range(RUNS):
+        for label, c in cmds.items():
+            results[label].append(measure(label, c))
+        log(f"status run {i + 1}/{RUNS} done")
+    write_report(size, ref, ours, save, results)
 
 
 def write_report(size, ref, ours, save, results):
@@ -156,15 +337,9 @@ its memory depends on the number of distinct keys, not the file size.
 |---|---:|---:|---:|
 {chr(10).join(rows)}
 <!-- bench:snapshot-status:end -->"""
-    doc = ROOT / "docs/benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nProduced by `make bench`; every number comes from one run of it.\n"
-    start, end = "<!-- bench:snapshot-status:start -->", "<!-- bench:snapshot-status:end -->"
-    if start in text and end in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    doc.write_text(text)
+    replace_section("snapshot-status", section)
     print(section)
+
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::process::{self, POLL_INTERVAL, STOP_GRACE};
+use super::tls::{self, TlsFiles};
 use super::tools::EtcdVersion;
 
 /// How often a start is retried when a chosen port was taken meanwhile.
@@ -26,12 +27,15 @@ const LOG_TAIL_LINES: usize = 40;
 pub struct Member {
     /// `m0`, `m1`, ...
     pub name: String,
-    /// `http://127.0.0.1:<client_port>`
+    /// `http://127.0.0.1:<client_port>` (`https://` for a TLS cluster)
     pub client_url: String,
-    /// `http://127.0.0.1:<peer_port>`
+    /// `http://127.0.0.1:<peer_port>` (`https://` for a TLS cluster)
     pub peer_url: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// TLS clusters only: plain-http `--listen-metrics-urls` port serving
+    /// `/health` and `/metrics` (the client port demands a client certificate).
+    pub metrics_port: Option<u16>,
     /// `--data-dir` (created by etcd itself, inside the cluster's temp dir).
     pub data_dir: PathBuf,
     /// stdout+stderr of every run of this member (appended across restarts).
@@ -52,7 +56,10 @@ impl Member {
     }
 
     fn health_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.client_port))
+        SocketAddr::from((
+            [127, 0, 0, 1],
+            self.metrics_port.unwrap_or(self.client_port),
+        ))
     }
 
     /// `GET /health` answered `{"health":"true",...}`.
@@ -82,6 +89,7 @@ pub struct Cluster {
     version: EtcdVersion,
     members: Vec<Member>,
     credentials: Option<(String, String)>,
+    tls: Option<TlsFiles>,
     dir: TempDir,
 }
 
@@ -94,11 +102,42 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra etcd flags for every member
     /// (e.g. `["--quota-backend-bytes=...", "--unsafe-no-fsync"]`).
     pub fn start_with_args(version: EtcdVersion, members: usize, extra_args: &[&str]) -> Cluster {
+        Self::start_inner(version, members, extra_args, None)
+    }
+
+    /// Like [`Cluster::start`], but clients and peers speak TLS with mutual
+    /// authentication: client URLs are `https://127.0.0.1:<port>` and need a
+    /// client certificate signed by `tls.ca` (`--client-cert-auth`); peers use
+    /// `tls.server_cert` both ways (`--peer-client-cert-auth`). Health is
+    /// polled over a plain-http `--listen-metrics-urls` port per member.
+    /// [`Cluster::etcdctl`], [`Cluster::snapshot_save`] and `workload::connect*`
+    /// use `tls.ca` + `tls.client_cert`/`tls.client_key`. The cluster keeps a
+    /// clone of `tls`, so the files outlive the caller's copy.
+    pub fn start_tls(version: EtcdVersion, members: usize, tls: &TlsFiles) -> Cluster {
+        Self::start_inner(version, members, &[], Some(tls))
+    }
+
+    /// [`Cluster::start_tls`] with extra etcd flags for every member.
+    pub fn start_tls_with_args(
+        version: EtcdVersion,
+        members: usize,
+        tls: &TlsFiles,
+        extra_args: &[&str],
+    ) -> Cluster {
+        Self::start_inner(version, members, extra_args, Some(tls))
+    }
+
+    fn start_inner(
+        version: EtcdVersion,
+        members: usize,
+        extra_args: &[&str],
+        tls: Option<&TlsFiles>,
+    ) -> Cluster {
         assert!(members >= 1, "a cluster needs at least one member");
         let etcd = version.etcd(); // panics with the install hint if missing
         let mut last = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            let mut cluster = Self::spawn_new(version, &etcd, members, extra_args);
+            let mut cluster = Self::spawn_new(version, &etcd, members, extra_args, tls);
             match cluster.try_wait_healthy(START_TIMEOUT) {
                 Ok(()) => return cluster,
                 Err(f) if f.port_conflict => {
@@ -108,7 +147,8 @@ impl Cluster {
                     last = f.message;
                 }
                 Err(f) => panic!(
-                    "etcd {version} cluster of {members} failed to start: {}",
+                    "etcd {version} {}cluster of {members} failed to start: {}",
+                    if tls.is_some() { "TLS " } else { "" },
                     f.message
                 ),
             }
@@ -119,11 +159,20 @@ impl Cluster {
         )
     }
 
-    fn spawn_new(version: EtcdVersion, etcd: &Path, n: usize, extra_args: &[&str]) -> Cluster {
+    fn spawn_new(
+        version: EtcdVersion,
+        etcd: &Path,
+        n: usize,
+        extra_args: &[&str],
+        tls: Option<&TlsFiles>,
+    ) -> Cluster {
         let dir = process::owned_tempdir(&format!("etcd-{}", version.label()));
-        let ports = process::free_ports(2 * n);
+        // client, peer (and metrics for TLS) port of every member
+        let per = if tls.is_some() { 3 } else { 2 };
+        let ports = process::free_ports(per * n);
         let token = process::unique_token("lifeboat");
-        let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let peer_url = |i: usize| format!("{scheme}://127.0.0.1:{}", ports[per * i + 1]);
         let initial_cluster = (0..n)
             .map(|i| format!("m{i}={}", peer_url(i)))
             .collect::<Vec<_>>()
@@ -131,9 +180,10 @@ impl Cluster {
         let mut members = Vec::with_capacity(n);
         for i in 0..n {
             let name = format!("m{i}");
-            let client_port = ports[2 * i];
-            let peer_port = ports[2 * i + 1];
-            let client_url = format!("http://127.0.0.1:{client_port}");
+            let client_port = ports[per * i];
+            let peer_port = ports[per * i + 1];
+            let metrics_port = tls.map(|_| ports[per * i + 2]);
+            let client_url = format!("{scheme}://127.0.0.1:{client_port}");
             let data_dir = dir.path().join(format!("{name}.etcd"));
             let log_path = dir.path().join(format!("{name}.log"));
             let mut args: Vec<OsString> = vec![
@@ -151,6 +201,24 @@ impl Cluster {
             // 3.4 defaults to the deprecated capnslog logger; use zap everywhere.
             args.push("--logger=zap".into());
             args.push("--log-outputs=stderr".into());
+            if let (Some(t), Some(mp)) = (tls, metrics_port) {
+                let flag = |name: &str, path: &Path| {
+                    let mut a = OsString::from(format!("--{name}="));
+                    a.push(path);
+                    a
+                };
+                args.extend([
+                    flag("cert-file", &t.server_cert),
+                    flag("key-file", &t.server_key),
+                    flag("trusted-ca-file", &t.ca),
+                    "--client-cert-auth".into(),
+                    flag("peer-cert-file", &t.server_cert),
+                    flag("peer-key-file", &t.server_key),
+                    flag("peer-trusted-ca-file", &t.ca),
+                    "--peer-client-cert-auth".into(),
+                    format!("--listen-metrics-urls=http://127.0.0.1:{mp}").into(),
+                ]);
+            }
             args.extend(extra_args.iter().map(OsString::from));
             members.push(Member {
                 name,
@@ -158,6 +226,7 @@ impl Cluster {
                 peer_url: peer_url(i),
                 client_port,
                 peer_port,
+                metrics_port,
                 data_dir,
                 log_path,
                 args,
@@ -168,6 +237,7 @@ impl Cluster {
             version,
             members,
             credentials: None,
+            tls: tls.cloned(),
             dir,
         };
         for i in 0..n {
@@ -252,6 +322,11 @@ impl Cluster {
         self.credentials
             .as_ref()
             .map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    /// The certificates of a cluster started with [`Cluster::start_tls`].
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// Waits until every running member answers `GET /health` with
@@ -402,7 +477,8 @@ impl Cluster {
     }
 
     /// An etcdctl command (of this cluster's version) with `--endpoints` set
-    /// to `endpoints` and `--user` set if credentials were registered.
+    /// to `endpoints`, `--user` set if credentials were registered and
+    /// `--cacert/--cert/--key` (the trusted client identity) for a TLS cluster.
     pub fn etcdctl_command(&self, endpoints: &[String]) -> Command {
         // An empty --endpoints would make etcdctl fall back to 127.0.0.1:2379,
         // which may be somebody else's etcd.
@@ -415,6 +491,9 @@ impl Cluster {
         cmd.arg("--dial-timeout=5s");
         if let Some((u, p)) = &self.credentials {
             cmd.arg(format!("--user={u}:{p}"));
+        }
+        if let Some(t) = &self.tls {
+            cmd.args(tls::etcdctl_tls_args(&t.ca, &t.client_cert, &t.client_key));
         }
         cmd
     }

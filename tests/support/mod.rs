@@ -9,6 +9,11 @@
 //! `make test`) under `<repo>/.tools`, or under `$LIFEBOAT_TOOLS_DIR`. A missing
 //! binary makes the test fail with a message naming the path; it never skips.
 //!
+//! TLS: `TlsFiles::generate()` (in `tls`) writes a throw-away PKI and
+//! `Cluster::start_tls` starts etcd with mutual TLS on client and peer URLs;
+//! etcdctl, `snapshot_save` and `workload::connect*` then use its client
+//! certificate.
+//!
 //! Set `LIFEBOAT_KEEP_TEMP=1` to keep the servers' temporary data and log
 //! directories after the test (their paths are printed on stderr).
 
@@ -17,12 +22,15 @@
 
 pub mod etcd;
 pub mod process;
+pub mod restored;
 pub mod s3;
+pub mod tls;
 pub mod tools;
 pub mod workload;
 
 pub use etcd::{Cluster, Member};
 pub use s3::SeaweedFs;
+pub use tls::TlsFiles;
 pub use tools::EtcdVersion;
 
 /// A current-thread tokio runtime for driving the async workloads from a plain `#[test]`.

@@ -7,15 +7,17 @@
 //! `cluster.set_credentials("root", &password)` and use [`connect`] or
 //! [`connect_as`] for new clients. Run it last.
 
+use std::path::Path;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, CompactionOptions, ConnectOptions, DeleteOptions, GetOptions, Permission, PutOptions,
-    Txn, TxnOp,
+    Certificate, Client, CompactionOptions, ConnectOptions, DeleteOptions, GetOptions, Identity,
+    Permission, PutOptions, TlsOptions, Txn, TxnOp,
 };
 use tokio::task::JoinSet;
 
 use super::etcd::Cluster;
+use super::tls::TlsFiles;
 
 /// etcd's default `--max-txn-ops` is 128; stay below it.
 pub const TXN_BATCH: usize = 100;
@@ -134,19 +136,21 @@ impl Noise {
 }
 
 /// Connects to the cluster's running members, with the cluster's registered
-/// credentials (see [`Cluster::set_credentials`]) if any.
+/// credentials (see [`Cluster::set_credentials`]) if any, and its client
+/// certificate if it is a TLS cluster.
 pub async fn connect(cluster: &Cluster) -> Client {
     let creds = cluster
         .credentials()
         .map(|(u, p)| (u.to_string(), p.to_string()));
-    connect_endpoints(cluster.running_endpoints(), creds).await
+    connect_endpoints_tls(cluster.running_endpoints(), creds, tls_options(cluster)).await
 }
 
 /// Connects as `user`/`password` (auth enabled).
 pub async fn connect_as(cluster: &Cluster, user: &str, password: &str) -> Client {
-    connect_endpoints(
+    connect_endpoints_tls(
         cluster.running_endpoints(),
         Some((user.to_string(), password.to_string())),
+        tls_options(cluster),
     )
     .await
 }
@@ -156,18 +160,58 @@ pub async fn connect_member(cluster: &Cluster, i: usize) -> Client {
     let creds = cluster
         .credentials()
         .map(|(u, p)| (u.to_string(), p.to_string()));
-    connect_endpoints(vec![cluster.member(i).client_url.clone()], creds).await
+    connect_endpoints_tls(
+        vec![cluster.member(i).client_url.clone()],
+        creds,
+        tls_options(cluster),
+    )
+    .await
 }
 
+/// Client TLS settings trusting `ca` and presenting `cert`/`key` (PEM files).
+/// The server name checked is the endpoint's host: `127.0.0.1` matches the
+/// IP SAN of [`TlsFiles::server_cert`] (rustls verifies IP SANs).
+pub fn tls_options_from(ca: &Path, cert: &Path, key: &Path) -> TlsOptions {
+    TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(TlsFiles::read(ca)))
+        .identity(Identity::from_pem(
+            TlsFiles::read(cert),
+            TlsFiles::read(key),
+        ))
+}
+
+/// The trusted client identity of a TLS cluster (`None` for plain http).
+pub fn tls_options(cluster: &Cluster) -> Option<TlsOptions> {
+    cluster
+        .tls()
+        .map(|t| tls_options_from(&t.ca, &t.client_cert, &t.client_key))
+}
+
+/// Plain-http connection to `endpoints` (`http://127.0.0.1:<port>`).
 pub async fn connect_endpoints(endpoints: Vec<String>, creds: Option<(String, String)>) -> Client {
+    connect_endpoints_tls(endpoints, creds, None).await
+}
+
+/// Connection to loopback `endpoints`: `https://127.0.0.1:<port>` with `tls`,
+/// `http://127.0.0.1:<port>` without.
+pub async fn connect_endpoints_tls(
+    endpoints: Vec<String>,
+    creds: Option<(String, String)>,
+    tls: Option<TlsOptions>,
+) -> Client {
     assert!(
         !endpoints.is_empty(),
         "no running etcd member to connect to"
     );
+    let prefix = if tls.is_some() {
+        "https://127.0.0.1:"
+    } else {
+        "http://127.0.0.1:"
+    };
     for e in &endpoints {
         assert!(
-            e.starts_with("http://127.0.0.1:"),
-            "refusing non-loopback endpoint {e}"
+            e.starts_with(prefix),
+            "refusing endpoint {e}: expected {prefix}<port>"
         );
     }
     let mut opts = ConnectOptions::new()
@@ -175,6 +219,9 @@ pub async fn connect_endpoints(endpoints: Vec<String>, creds: Option<(String, St
         .with_timeout(Duration::from_secs(60));
     if let Some((u, p)) = creds {
         opts = opts.with_user(u, p);
+    }
+    if let Some(tls) = tls {
+        opts = opts.with_tls(tls);
     }
     tokio::time::timeout(
         Duration::from_secs(30),
