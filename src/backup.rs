@@ -227,6 +227,9 @@ pub async fn run(
         },
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
+    if let Err(e) = repo.sync(&key).await {
+        return Err(fail(e.into(), &spool, repo, &key, true).await);
+    }
     if let Err(e) = repo.put_manifest(&manifest).await {
         return Err(fail(e.into(), &spool, repo, &key, true).await);
     }
@@ -388,7 +391,9 @@ fn process(
             tail.drain(..excess);
         }
     }
-    spool.sync_all().map_err(spool_err)?;
+    // No fsync: the spool is a scratch copy read back at once from the page cache; the
+    // stored object is what must be durable.
+    spool.flush().map_err(spool_err)?;
     let mut sink = encoder.finish().map_err(compress_err)?;
     sink.flush().map_err(compress_err)?;
     Ok(Processed {
@@ -471,10 +476,22 @@ fn verify_spool(
         endpoint: source.endpoint.clone(),
         source: source_err,
     })?;
-    if status.revision < source.header_revision {
+    // The store's revision as etcd computes it when it opens the file: the last revision
+    // in the key bucket, but at least the compaction revision (compaction can remove the
+    // newest tombstones) and at least 1 (an empty store is at revision 1).
+    let store_revision = [
+        status.revision,
+        status.finished_compact_revision.unwrap_or(0),
+        status.scheduled_compact_revision.unwrap_or(0),
+        1,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1);
+    if store_revision < source.header_revision {
         return Err(bad(format!(
-            "revision {} inside the snapshot is older than the revision {} the member reported before streaming",
-            status.revision, source.header_revision
+            "revision {store_revision} inside the snapshot is older than the revision {} the member reported before streaming",
+            source.header_revision
         )));
     }
     Ok(status)

@@ -52,6 +52,8 @@ impl RepoError {
 #[derive(Debug, Clone)]
 pub struct Repository {
     store: Arc<dyn ObjectStore>,
+    /// The directory behind a file:// store, so written objects can be fsynced.
+    local_dir: Option<std::path::PathBuf>,
     /// Prefix (from the URL) + cluster name.
     base: ObjectPath,
     url: String,
@@ -79,6 +81,11 @@ impl Repository {
                 "cluster name {cluster:?} must be a non-empty single path segment"
             )));
         }
+        let local_dir = match url.strip_prefix("file://") {
+            _ if url.starts_with("s3://") => None,
+            Some(path) => Some(std::path::PathBuf::from(path)),
+            None => Some(std::path::PathBuf::from(url)),
+        };
         let (store, prefix): (Arc<dyn ObjectStore>, String) =
             if let Some(rest) = url.strip_prefix("s3://") {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -122,6 +129,7 @@ impl Repository {
         };
         Ok(Repository {
             store,
+            local_dir,
             base,
             url: url.to_owned(),
             cluster: cluster.to_owned(),
@@ -231,6 +239,30 @@ impl Repository {
         }
     }
 
+    /// Makes a written object durable: on a local directory, fsync the file and its
+    /// directory (object stores acknowledge only what they have stored).
+    pub async fn sync(&self, key: &str) -> Result<(), RepoError> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(());
+        };
+        let file = dir.join(self.path(key).as_ref());
+        let sync = move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            if let Some(parent) = file.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            Ok(())
+        };
+        tokio::task::spawn_blocking(sync)
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| RepoError::Access {
+                url: self.url.clone(),
+                reason: format!("fsync {key}: {e}"),
+            })
+    }
+
     /// Writes the manifest: the commit point of a backup.
     pub async fn put_manifest(&self, m: &Manifest) -> Result<(), RepoError> {
         let json = serde_json::to_vec_pretty(m).map_err(|e| RepoError::BadManifest {
@@ -242,8 +274,8 @@ impl Repository {
         self.store
             .put(&path, PutPayload::from(json))
             .await
-            .map(|_| ())
-            .map_err(|e| self.access_error(&format!("writing {path}"), e))
+            .map_err(|e| self.access_error(&format!("writing {path}"), e))?;
+        self.sync(&Self::manifest_key(&m.id)).await
     }
 
     /// Deletes an object, treating "already gone" as done.
