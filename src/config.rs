@@ -17,7 +17,20 @@ pub struct Config {
     #[serde(default)]
     pub backup: BackupConfig,
     #[serde(default)]
+    pub encryption: EncryptionConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// age encryption of stored backups.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EncryptionConfig {
+    /// Public keys (`age1...`) backups are encrypted to. Empty: not encrypted.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// The private key file (`age-keygen` output) used by verify and fetch.
+    pub identity_file: Option<PathBuf>,
 }
 
 /// Where backups are kept.

@@ -5,14 +5,16 @@
 //! then removed.
 
 use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 
+use crate::encryption::Identities;
 use crate::repository::{Manifest, RepoError, Repository, explain};
 use crate::snapshot::status::hex;
 use crate::snapshot::{self, ScanOptions, SnapshotError};
@@ -49,21 +51,33 @@ pub enum FetchError {
         #[source]
         source: io::Error,
     },
-    #[error("backup {id} is encrypted ({scheme}); encrypted backups are not supported yet")]
+    #[error("backup {id} is encrypted with {scheme:?}, which this lifeboat does not know")]
     Encrypted { id: String, scheme: String },
+    #[error("backup {id} is encrypted (age): give the identity file with --identity FILE")]
+    NeedIdentity { id: String },
+    #[error(
+        "backup {id}: cannot decrypt ({reason}): is --identity the key for this backup's recipients?"
+    )]
+    Decrypt { id: String, reason: String },
     #[error("{path} already exists; lifeboat does not overwrite files")]
     Exists { path: PathBuf },
 }
 
 /// Downloads backup `m` into `out` (via `out.part`, renamed when everything matched).
-pub async fn fetch(repo: &Repository, m: &Manifest, out: &Path) -> Result<(), FetchError> {
+/// Encrypted backups need `identities`.
+pub async fn fetch(
+    repo: &Repository,
+    m: &Manifest,
+    out: &Path,
+    identities: Option<&Arc<Identities>>,
+) -> Result<(), FetchError> {
     if out.exists() {
         return Err(FetchError::Exists {
             path: out.to_path_buf(),
         });
     }
     let part = part_path(out);
-    let result = download_and_check(repo, m, &part).await;
+    let result = download_and_check(repo, m, &part, identities).await;
     match result {
         Ok(()) => std::fs::rename(&part, out).map_err(|source| FetchError::Output {
             id: m.id.clone(),
@@ -78,9 +92,14 @@ pub async fn fetch(repo: &Repository, m: &Manifest, out: &Path) -> Result<(), Fe
 }
 
 /// Downloads and checks backup `m` into a temporary file in `scratch`, then removes it.
-pub async fn verify(repo: &Repository, m: &Manifest, scratch: &Path) -> Result<(), FetchError> {
+pub async fn verify(
+    repo: &Repository,
+    m: &Manifest,
+    scratch: &Path,
+    identities: Option<&Arc<Identities>>,
+) -> Result<(), FetchError> {
     let path = scratch.join(format!("lifeboat-verify-{}.db.part", m.id));
-    let result = download_and_check(repo, m, &path).await;
+    let result = download_and_check(repo, m, &path, identities).await;
     let _ = std::fs::remove_file(&path);
     result
 }
@@ -95,14 +114,20 @@ async fn download_and_check(
     repo: &Repository,
     m: &Manifest,
     path: &Path,
+    identities: Option<&Arc<Identities>>,
 ) -> Result<(), FetchError> {
     let id = m.id.clone();
-    if m.object.encryption != "none" {
-        return Err(FetchError::Encrypted {
-            id,
-            scheme: m.object.encryption.clone(),
-        });
-    }
+    let identities = match (m.object.encryption.as_str(), identities) {
+        ("none", _) => None,
+        ("age", Some(ids)) => Some(Arc::clone(ids)),
+        ("age", None) => return Err(FetchError::NeedIdentity { id }),
+        (other, _) => {
+            return Err(FetchError::Encrypted {
+                id,
+                scheme: other.to_owned(),
+            });
+        }
+    };
     let out_err = |source: io::Error| FetchError::Output {
         id: m.id.clone(),
         path: path.to_path_buf(),
@@ -126,33 +151,48 @@ async fn download_and_check(
         .map_err(download_err)?;
     let mut stream = object.into_stream();
 
-    // Decompression runs in a blocking thread fed through a bounded channel.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
-    let decoder = tokio::task::spawn_blocking(move || -> io::Result<(u64, [u8; 32], Vec<u8>)> {
-        let sink = HashingFile {
-            file,
-            sha: Sha256::new(),
-            tail: Vec::with_capacity(64),
-            len: 0,
-        };
-        let mut decoder = zstd::stream::write::Decoder::new(sink)?;
-        while let Some(b) = rx.blocking_recv() {
-            decoder.write_all(&b)?;
-        }
-        decoder.flush()?;
-        let sink = decoder.into_inner();
-        sink.file.sync_all()?;
-        Ok((sink.len, sink.sha.finalize().into(), sink.tail))
-    });
+    // Decryption and decompression run in a blocking thread, reading the download
+    // through a bounded channel: stored bytes -> age (if any) -> zstd -> file.
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    let decoder =
+        tokio::task::spawn_blocking(move || -> Result<(u64, [u8; 32], Vec<u8>), Decode> {
+            let input = io::BufReader::with_capacity(256 << 10, ChannelReader::new(rx));
+            let plain: Box<dyn Read> = match &identities {
+                None => Box::new(input),
+                Some(ids) => {
+                    let decryptor = age::Decryptor::new_buffered(input)
+                        .map_err(|e| Decode::Decrypt(e.to_string()))?;
+                    let reader = decryptor
+                        .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
+                        .map_err(|e| Decode::Decrypt(e.to_string()))?;
+                    Box::new(reader)
+                }
+            };
+            let mut sink = HashingFile {
+                file,
+                sha: Sha256::new(),
+                tail: Vec::with_capacity(64),
+                len: 0,
+            };
+            let mut decoder =
+                zstd::stream::read::Decoder::new(plain).map_err(|e| Decode::Zstd(e.to_string()))?;
+            io::copy(&mut decoder, &mut sink).map_err(|e| Decode::Zstd(e.to_string()))?;
+            sink.file
+                .sync_all()
+                .map_err(|e| Decode::Zstd(e.to_string()))?;
+            Ok((sink.len, sink.sha.finalize().into(), sink.tail))
+        });
     let mut stored_sha = Sha256::new();
     let mut stored_len = 0u64;
     let mut download_failed = None;
+    let mut reader_stopped = false;
     while let Some(item) = stream.next().await {
         match item {
             Ok(b) => {
                 stored_sha.update(&b);
                 stored_len += b.len() as u64;
                 if tx.send(b).await.is_err() {
+                    reader_stopped = true;
                     break;
                 }
             }
@@ -163,9 +203,18 @@ async fn download_and_check(
         }
     }
     drop(tx);
-    let decoded = decoder.await;
+    let decoded = decoder
+        .await
+        .unwrap_or_else(|e| Err(Decode::Zstd(e.to_string())));
     if let Some(e) = download_failed {
         return Err(e);
+    }
+    // A wrong identity stops the reader before the download ends: say that, not "sha256".
+    if let (true, Err(Decode::Decrypt(reason))) = (reader_stopped, &decoded) {
+        return Err(FetchError::Decrypt {
+            id,
+            reason: reason.clone(),
+        });
     }
     let stored_sha = hex(&stored_sha.finalize());
     if stored_sha != m.object.sha256 || stored_len != m.object.size {
@@ -177,19 +226,9 @@ async fn download_and_check(
         });
     }
     let (plain_len, db_sha, trailer) = match decoded {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            return Err(FetchError::Decompress {
-                id,
-                reason: e.to_string(),
-            });
-        }
-        Err(e) => {
-            return Err(FetchError::Decompress {
-                id,
-                reason: e.to_string(),
-            });
-        }
+        Ok(v) => v,
+        Err(Decode::Decrypt(reason)) => return Err(FetchError::Decrypt { id, reason }),
+        Err(Decode::Zstd(reason)) => return Err(FetchError::Decompress { id, reason }),
     };
     let db_sha = hex(&db_sha);
     if db_sha != m.db_sha256 || plain_len != m.object.plain_size {
@@ -245,6 +284,41 @@ async fn download_and_check(
         });
     }
     Ok(())
+}
+
+/// Why the decoding thread stopped.
+enum Decode {
+    Decrypt(String),
+    Zstd(String),
+}
+
+/// Reads the downloaded blocks handed over by the async side.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Self {
+        ChannelReader {
+            rx,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// The decompressed snapshot: written to the file, the db part hashed (the last 32

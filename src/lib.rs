@@ -18,6 +18,7 @@
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod encryption;
 pub mod etcd;
 pub mod fetch;
 pub mod output;

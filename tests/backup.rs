@@ -76,27 +76,63 @@ fn fill(cluster: &Cluster) {
     });
 }
 
+/// An age key pair for a test: the recipient (`age1...`) and an identity file.
+struct AgeKey {
+    recipient: String,
+    identity_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn age_key() -> AgeKey {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let identity_file = dir.path().join("key.txt");
+    std::fs::write(
+        &identity_file,
+        format!("# test key\n{}\n", id.to_string().expose_secret()),
+    )
+    .expect("write key");
+    AgeKey {
+        recipient: id.to_public().to_string(),
+        identity_file,
+        _dir: dir,
+    }
+}
+
 /// Backs up, writes more, fetches, restores with the plain etcd tools, and compares.
-fn round_trip(version: EtcdVersion, storage: &str, env: &[(String, String)]) -> Value {
+fn round_trip(
+    version: EtcdVersion,
+    storage: &str,
+    env: &[(String, String)],
+    key: Option<&AgeKey>,
+) -> Value {
     let cluster = Cluster::start(version, 3);
     fill(&cluster);
     let expected = dump(cluster.endpoints());
     let endpoints = cluster.endpoints().join(",");
-    let manifest: Value = serde_json::from_str(&ok(run(lifeboat(
-        &[
-            "backup",
-            "--endpoints",
-            &endpoints,
-            "--storage",
-            storage,
-            "--cluster",
-            "rt",
-            "-w",
-            "json",
-        ],
-        env,
-    ))))
-    .expect("manifest JSON");
+    let mut backup_args = vec![
+        "backup",
+        "--endpoints",
+        &endpoints,
+        "--storage",
+        storage,
+        "--cluster",
+        "rt",
+        "-w",
+        "json",
+    ];
+    let identity = key.map(|k| k.identity_file.to_str().expect("utf-8").to_owned());
+    if let Some(k) = key {
+        backup_args.extend(["--recipient", k.recipient.as_str()]);
+    }
+    let manifest: Value =
+        serde_json::from_str(&ok(run(lifeboat(&backup_args, env)))).expect("manifest JSON");
+    let expected_encryption = if key.is_some() { "age" } else { "none" };
+    assert_eq!(
+        manifest["object"]["encryption"], expected_encryption,
+        "{manifest}"
+    );
 
     // Exactly one member was used, and a follower (three members, one leader).
     let status = cluster.etcdctl_ok(&["endpoint", "status", "-w", "json"]);
@@ -122,19 +158,28 @@ fn round_trip(version: EtcdVersion, storage: &str, env: &[(String, String)]) -> 
 
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("fetched.db");
-    ok(run(lifeboat(
-        &[
-            "fetch",
-            "latest",
-            "--out",
-            file.to_str().expect("utf-8"),
-            "--storage",
-            storage,
-            "--cluster",
-            "rt",
-        ],
-        env,
-    )));
+    let mut fetch_args = vec![
+        "fetch",
+        "latest",
+        "--out",
+        file.to_str().expect("utf-8"),
+        "--storage",
+        storage,
+        "--cluster",
+        "rt",
+    ];
+    if let Some(id) = &identity {
+        // Without the identity an encrypted backup cannot be fetched: say so.
+        let out = run(lifeboat(&fetch_args, env));
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("--identity"),
+            "{}",
+            text(&out.stderr)
+        );
+        fetch_args.extend(["--identity", id.as_str()]);
+    }
+    ok(run(lifeboat(&fetch_args, env)));
     assert!(!dir.path().join("fetched.db.part").exists());
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&file).expect("stat").permissions(),
@@ -157,36 +202,77 @@ fn round_trip(version: EtcdVersion, storage: &str, env: &[(String, String)]) -> 
         got == expected,
         "restored data differs from the data at backup time"
     );
-    ok(run(lifeboat(
-        &["verify", "--storage", storage, "--cluster", "rt"],
-        env,
-    )));
+    let mut verify_args = vec!["verify", "--storage", storage, "--cluster", "rt"];
+    if let Some(id) = &identity {
+        verify_args.extend(["--identity", id.as_str()]);
+    }
+    ok(run(lifeboat(&verify_args, env)));
+    if key.is_some() {
+        // Another key cannot decrypt it.
+        let other = age_key();
+        let out = run(lifeboat(
+            &[
+                "verify",
+                "--storage",
+                storage,
+                "--cluster",
+                "rt",
+                "--identity",
+                other.identity_file.to_str().expect("utf-8"),
+            ],
+            env,
+        ));
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("cannot decrypt"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
     manifest
 }
 
-#[test]
-fn round_trip_file_3_5_30() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("file://{}", dir.path().join("backups").display());
-    let m = round_trip(EtcdVersion::V3_5_30, &url, &[]);
-    // The stored object is plain zstd: the stock CLI decompresses it to the snapshot.
-    let stored = dir
-        .path()
-        .join("backups/rt")
-        .join(m["object"]["key"].as_str().expect("key"));
-    let out = Command::new(tools::zstd())
-        .arg("-d")
-        .arg("-c")
-        .arg(&stored)
-        .output()
+/// The stored object of a file:// backup decompresses (after `age -d`, if encrypted)
+/// with the stock CLIs into exactly the snapshot file.
+fn stock_tools_read(stored: &Path, m: &Value, key: Option<&AgeKey>) {
+    use sha2::Digest;
+    let compressed = match key {
+        None => std::fs::read(stored).expect("read stored object"),
+        Some(k) => {
+            let out = Command::new(tools::age())
+                .arg("-d")
+                .arg("-i")
+                .arg(&k.identity_file)
+                .arg(stored)
+                .output()
+                .expect("age -d");
+            assert!(out.status.success(), "age -d: {}", text(&out.stderr));
+            out.stdout
+        }
+    };
+    let mut zstd = Command::new(tools::zstd())
+        .args(["-d", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .expect("zstd -d");
+    let mut stdin = zstd.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(&compressed).expect("feed zstd");
+    });
+    let out = zstd.wait_with_output().expect("zstd");
+    writer.join().expect("writer");
     assert!(out.status.success(), "zstd -d: {}", text(&out.stderr));
     assert_eq!(
         out.stdout.len() as u64,
         m["object"]["plain_size"].as_u64().expect("size")
     );
+    let digest = sha2::Sha256::digest(&out.stdout[..out.stdout.len() - 32]);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(m["db_sha256"], hex.as_str());
     let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&stored).expect("stat").permissions(),
+        &std::fs::metadata(stored).expect("stat").permissions(),
     );
     assert_eq!(
         mode & 0o077,
@@ -196,24 +282,58 @@ fn round_trip_file_3_5_30() {
 }
 
 #[test]
+fn round_trip_file_3_5_30() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}", dir.path().join("backups").display());
+    let m = round_trip(EtcdVersion::V3_5_30, &url, &[], None);
+    let stored = dir
+        .path()
+        .join("backups/rt")
+        .join(m["object"]["key"].as_str().expect("key"));
+    stock_tools_read(&stored, &m, None);
+}
+
+#[test]
+fn round_trip_file_encrypted_3_5_30() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}", dir.path().join("backups").display());
+    let key = age_key();
+    let m = round_trip(EtcdVersion::V3_5_30, &url, &[], Some(&key));
+    let stored = dir
+        .path()
+        .join("backups/rt")
+        .join(m["object"]["key"].as_str().expect("key"));
+    assert!(stored.to_string_lossy().ends_with(".db.zst.age"));
+    stock_tools_read(&stored, &m, Some(&key));
+}
+
+#[test]
 fn round_trip_file_3_4_23() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("file://{}", dir.path().join("backups").display());
-    round_trip(EtcdVersion::V3_4_23, &url, &[]);
+    round_trip(EtcdVersion::V3_4_23, &url, &[], None);
 }
 
 #[test]
 fn round_trip_s3_3_5_30() {
     let s3 = SeaweedFs::start();
     let url = format!("s3://{}/etcd", s3.bucket);
-    round_trip(EtcdVersion::V3_5_30, &url, &s3.aws_env());
+    round_trip(EtcdVersion::V3_5_30, &url, &s3.aws_env(), None);
+}
+
+#[test]
+fn round_trip_s3_encrypted_3_4_23() {
+    let s3 = SeaweedFs::start();
+    let url = format!("s3://{}/etcd", s3.bucket);
+    let key = age_key();
+    round_trip(EtcdVersion::V3_4_23, &url, &s3.aws_env(), Some(&key));
 }
 
 #[test]
 fn round_trip_s3_3_4_23() {
     let s3 = SeaweedFs::start();
     let url = format!("s3://{}/etcd", s3.bucket);
-    round_trip(EtcdVersion::V3_4_23, &url, &s3.aws_env());
+    round_trip(EtcdVersion::V3_4_23, &url, &s3.aws_env(), None);
 }
 
 /// Every file under `dir`, relative.

@@ -39,6 +39,11 @@ pub fn zstd() -> PathBuf {
     require_binary(tools_dir().join("bin").join("zstd"))
 }
 
+/// The stock age CLI (Debian bookworm's), to prove encrypted backups decrypt without us.
+pub fn age() -> PathBuf {
+    require_binary(tools_dir().join("bin").join("age"))
+}
+
 /// The etcd releases the tests run against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EtcdVersion {
