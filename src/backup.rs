@@ -21,12 +21,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use object_store::{ObjectStoreExt, WriteMultipart};
+use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::encryption::Sink;
 use crate::etcd::{self, EtcdError, EtcdSettings, MemberStatus, SnapshotStream};
+use crate::repository::upload::ObjectUpload;
 use crate::repository::{Manifest, RepoError, Repository, StoredObject, explain, manifest};
 use crate::snapshot::{self, ScanOptions, SnapshotError};
 
@@ -43,6 +44,9 @@ pub struct BackupOptions {
     /// Multipart part size (S3's minimum is 5 MiB).
     pub part_size: usize,
     pub parts_in_flight: usize,
+    /// How long a failed run keeps trying to abort its multipart upload when the store
+    /// does not answer.
+    pub abort_patience: Duration,
     /// age recipients; empty: stored unencrypted.
     pub recipients: Vec<age::x25519::Recipient>,
 }
@@ -60,6 +64,7 @@ impl Default for BackupOptions {
             // S3's smallest part; with two in flight the upload buffers about 15 MiB.
             part_size: 5 << 20,
             parts_in_flight: 2,
+            abort_patience: Duration::from_secs(30),
             recipients: Vec::new(),
         }
     }
@@ -154,7 +159,7 @@ pub async fn run(
             key: key.clone(),
             reason: explain(&e),
         })?;
-    let writer = WriteMultipart::new_with_chunk_size(upload, opts.part_size);
+    let writer = ObjectUpload::new(upload, opts.part_size, opts.parts_in_flight);
 
     let target = UploadTarget {
         url: repo.url().to_owned(),
@@ -169,14 +174,14 @@ pub async fn run(
         progress,
     )
     .await;
-    let (writer, processed, stored) = match streamed {
+    let (mut writer, processed, stored) = match streamed {
         Streamed {
             writer: Some(w),
             outcome: Ok((p, s)),
         } => (w, p, s),
         Streamed { writer, outcome } => {
-            if let Some(w) = writer {
-                abort(w).await;
+            if let Some(mut w) = writer {
+                abort(&mut w, opts).await;
             }
             let e = outcome.err().unwrap_or_else(|| {
                 BackupError::Compress("the upload task stopped unexpectedly".into())
@@ -190,7 +195,7 @@ pub async fn run(
     let status = match checked {
         Ok(s) => s,
         Err(e) => {
-            abort(writer).await;
+            abort(&mut writer, opts).await;
             return Err(fail(e, &spool, repo, &key, false).await);
         }
     };
@@ -265,9 +270,13 @@ async fn fail(
     e
 }
 
-async fn abort(writer: WriteMultipart) {
-    if let Err(e) = writer.abort().await {
-        tracing::error!(error = %explain(&e), "could not abort the multipart upload");
+async fn abort(writer: &mut ObjectUpload, opts: &BackupOptions) {
+    if let Err(e) = writer.abort(opts.abort_patience).await {
+        tracing::error!(
+            error = %explain(&e),
+            "could not abort the multipart upload; the store keeps its parts until they are \
+             cleaned (S3: a lifecycle rule for incomplete multipart uploads)"
+        );
     }
 }
 
@@ -287,7 +296,7 @@ struct Stored {
 
 /// The multipart upload (unless its task died) and how the stream went.
 struct Streamed {
-    writer: Option<WriteMultipart>,
+    writer: Option<ObjectUpload>,
     outcome: Result<(Processed, Stored), BackupError>,
 }
 
@@ -297,7 +306,7 @@ async fn stream_and_store(
     client: &mut etcd_client::Client,
     source: &MemberStatus,
     spool: &Spool,
-    (writer, target): (WriteMultipart, UploadTarget),
+    (writer, target): (ObjectUpload, UploadTarget),
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Streamed {
@@ -320,7 +329,7 @@ async fn stream_and_store(
             .map_err(|e| BackupError::Compress(format!("starting encryption: {e}")))?;
         process(raw_rx, (file, spool_path), sink, level, workers)
     });
-    let uploader = tokio::spawn(upload(zst_rx, writer, opts.parts_in_flight, target));
+    let uploader = tokio::spawn(upload(zst_rx, writer, target));
 
     progress.start(u64::try_from(source.db_size).unwrap_or(0));
     let streamed: Result<(), BackupError> = async {
@@ -419,19 +428,18 @@ struct UploadTarget {
     key: String,
 }
 
-/// The upload task: stored bytes into the multipart upload, at most `parts` in flight.
+/// The upload task: stored bytes into the multipart upload (bounded parts in flight).
 async fn upload(
     mut rx: mpsc::Receiver<Bytes>,
-    mut writer: WriteMultipart,
-    parts: usize,
+    mut writer: ObjectUpload,
     target: UploadTarget,
-) -> (WriteMultipart, Result<Stored, BackupError>) {
+) -> (ObjectUpload, Result<Stored, BackupError>) {
     let mut sha = Sha256::new();
     let mut size = 0u64;
     while let Some(bytes) = rx.recv().await {
         sha.update(&bytes);
         size += bytes.len() as u64;
-        if let Err(e) = writer.wait_for_capacity(parts).await {
+        if let Err(e) = writer.write(&bytes).await {
             let err = BackupError::Upload {
                 url: target.url,
                 key: target.key,
@@ -439,7 +447,6 @@ async fn upload(
             };
             return (writer, Err(err));
         }
-        writer.put(bytes);
     }
     let stored = Stored {
         size,

@@ -232,7 +232,11 @@ fn open_repository(args: &StorageArgs, config: &Config) -> Result<Repository, Fa
         .clone()
         .or_else(|| config.backup.cluster.clone())
         .unwrap_or_else(|| "default".to_owned());
-    Ok(Repository::open(&url, &config.storage.options, &cluster)?)
+    let mut options = config.storage.options.clone();
+    if let Ok(t) = std::env::var("LIFEBOAT_S3_RETRY_TIMEOUT") {
+        options.insert("retry_timeout".into(), t);
+    }
+    Ok(Repository::open(&url, &options, &cluster)?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {

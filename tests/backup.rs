@@ -656,3 +656,138 @@ fn auth_password_is_used_and_never_printed() {
     assert!(err.contains("root") && err.contains("credentials"), "{err}");
     assert!(!err.contains(wrong), "password printed: {err}");
 }
+
+/// The entries SeaweedFS's filer lists under a directory (its JSON listing, loopback
+/// only); multipart uploads in progress live under `/buckets/<bucket>/.uploads/`.
+fn filer_entries(s3: &SeaweedFs, dir: &str) -> Vec<String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], s3.ports.filer));
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return Vec::new();
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        conn,
+        "GET {dir} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = conn.take(4 << 20).read_to_string(&mut response);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    let listing: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    listing["Entries"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .filter_map(|e| e["FullPath"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn s3_stopped_mid_upload_leaves_nothing() {
+    let cluster = Cluster::start_with_args(
+        EtcdVersion::V3_5_30,
+        1,
+        &["--quota-backend-bytes=4294967296"],
+    );
+    support::runtime().block_on(async {
+        let mut c = workload::connect(&cluster).await;
+        workload::large_db(&mut c, 300 << 20).await;
+    });
+    let mut s3 = SeaweedFs::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).expect("spool dir");
+    let url = format!("s3://{}/etcd", s3.bucket);
+    let endpoints = cluster.endpoints().join(",");
+    let mut child = lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoints,
+            "--storage",
+            &url,
+            "--spool-dir",
+            spool.to_str().expect("utf-8"),
+        ],
+        &[
+            s3.aws_env(),
+            vec![("LIFEBOAT_S3_RETRY_TIMEOUT".to_owned(), "3s".to_owned())],
+        ]
+        .concat(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn backup");
+    // Let a few parts go up, then take the S3 server away.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let spooled: u64 = std::fs::read_dir(&spool)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if spooled > 32 << 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backup never got going");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "backup ended before the fault"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The upload is visible as a multipart upload in progress (so the check at the end
+    // can see one if it is left behind).
+    let uploads_dir = format!("/buckets/{}/.uploads/", s3.bucket);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while filer_entries(&s3, &uploads_dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no multipart upload appeared in the filer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s3.kill();
+    // Requests are retried for 3 s: stay away longer, so the run fails; then come back
+    // while it is still trying (for up to 30 s) to abort its multipart upload.
+    std::thread::sleep(Duration::from_secs(8));
+    s3.restart();
+    let out = child.wait_with_output().expect("wait");
+    let err = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {err}",
+        text(&out.stdout)
+    );
+    assert!(err.contains("backup failed"), "{err}");
+    assert!(
+        files_under(&spool).is_empty(),
+        "spool left: {:?}",
+        files_under(&spool)
+    );
+    let listing = support::runtime().block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        s3.object_store()
+            .list(None)
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("list")
+    });
+    assert!(listing.is_empty(), "objects left in S3: {listing:?}");
+    let uploads = filer_entries(&s3, &uploads_dir);
+    assert!(
+        uploads.is_empty(),
+        "an unfinished multipart upload was left behind: {uploads:?}\nbackup stderr: {err}"
+    );
+}

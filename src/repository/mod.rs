@@ -7,6 +7,7 @@
 //! ```
 
 pub mod manifest;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,6 +95,17 @@ impl Repository {
                 }
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
                 for (k, v) in options {
+                    // Ours, not object_store's: how long failed requests are retried
+                    // (object_store's default is 3 minutes).
+                    if k == "retry_timeout" {
+                        let timeout = crate::etcd::settings::parse_duration(v)
+                            .ok_or_else(|| bad(format!("retry_timeout {v:?} is not a duration")))?;
+                        builder = builder.with_retry(object_store::RetryConfig {
+                            retry_timeout: timeout,
+                            ..Default::default()
+                        });
+                        continue;
+                    }
                     let key: AmazonS3ConfigKey = k
                         .parse()
                         .map_err(|_| bad(format!("unknown S3 option {k:?}")))?;
