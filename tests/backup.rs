@@ -538,6 +538,13 @@ fn etcd_killed_mid_stream_leaves_nothing() {
     std::fs::create_dir(&spool).expect("spool dir");
     let storage = format!("file://{}", backups.display());
     let endpoints = cluster.endpoints().join(",");
+    // An earlier, good backup in the same storage must survive the failed run.
+    ok(run(lifeboat(
+        &["backup", "--endpoints", &endpoints, "--storage", &storage],
+        &[],
+    )));
+    let before = files_under(&backups);
+    assert_eq!(before.len(), 2, "manifest + object: {before:?}");
     // A slow compression level stretches the stream so the kill lands in the middle.
     let mut child = lifeboat(
         &[
@@ -591,11 +598,11 @@ fn etcd_killed_mid_stream_leaves_nothing() {
         "spool left: {:?}",
         files_under(&spool)
     );
-    assert!(
-        files_under(&backups).is_empty(),
-        "left in storage: {:?}",
-        files_under(&backups)
-    );
+    assert_eq!(files_under(&backups), before, "storage changed");
+    ok(run(lifeboat(
+        &["verify", "latest", "--storage", &storage],
+        &[],
+    )));
 }
 
 #[test]
@@ -704,6 +711,11 @@ fn s3_stopped_mid_upload_leaves_nothing() {
     std::fs::create_dir(&spool).expect("spool dir");
     let url = format!("s3://{}/etcd", s3.bucket);
     let endpoints = cluster.endpoints().join(",");
+    // An earlier, good backup in the same bucket must survive the failed run.
+    ok(run(lifeboat(
+        &["backup", "--endpoints", &endpoints, "--storage", &url],
+        &s3.aws_env(),
+    )));
     let mut child = lifeboat(
         &[
             "backup",
@@ -784,7 +796,15 @@ fn s3_stopped_mid_upload_leaves_nothing() {
             .await
             .expect("list")
     });
-    assert!(listing.is_empty(), "objects left in S3: {listing:?}");
+    assert_eq!(
+        listing.len(),
+        2,
+        "only the earlier backup may remain: {listing:?}"
+    );
+    ok(run(lifeboat(
+        &["verify", "latest", "--storage", &url],
+        &s3.aws_env(),
+    )));
     let uploads = filer_entries(&s3, &uploads_dir);
     assert!(
         uploads.is_empty(),
