@@ -336,6 +336,30 @@ fn round_trip_s3_3_4_23() {
     round_trip(EtcdVersion::V3_4_23, &url, &s3.aws_env(), None);
 }
 
+/// Waits (at most 60 s) until a running backup has spooled `bytes` of the snapshot.
+fn wait_for_spool(child: &mut std::process::Child, spool: &Path, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let spooled: u64 = std::fs::read_dir(spool)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if spooled > bytes {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the backup never got going");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the backup ended before the fault"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Every file under `dir`, relative.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     fn walk(d: &Path, base: &Path, out: &mut Vec<PathBuf>) {
@@ -565,26 +589,7 @@ fn etcd_killed_mid_stream_leaves_nothing() {
     .spawn()
     .expect("spawn backup");
     // Wait until the spool holds some of the snapshot, then kill etcd.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let spooled: u64 = std::fs::read_dir(&spool)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        if spooled > 8 << 20 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "backup never started streaming");
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "backup ended before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_spool(&mut child, &spool, 8 << 20);
     cluster.kill(0);
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(1), "stdout: {}", text(&out.stdout));
@@ -737,26 +742,7 @@ fn s3_stopped_mid_upload_leaves_nothing() {
     .spawn()
     .expect("spawn backup");
     // Let a few parts go up, then take the S3 server away.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let spooled: u64 = std::fs::read_dir(&spool)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        if spooled > 32 << 20 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "backup never got going");
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "backup ended before the fault"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_spool(&mut child, &spool, 32 << 20);
     // The upload is visible as a multipart upload in progress (so the check at the end
     // can see one if it is left behind).
     let uploads_dir = format!("/buckets/{}/.uploads/", s3.bucket);

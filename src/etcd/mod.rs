@@ -175,21 +175,11 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = c.source();
     }
-    let text = e.to_string();
+    let text = crate::repository::full_chain(e);
     if text.contains("Connection refused") {
         return "connection refused (is etcd listening there? check --endpoints)".into();
     }
-    let mut s = text;
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
+    text
 }
 
 /// `Maintenance.Status` of the member behind `client`.

@@ -325,7 +325,9 @@ pub(crate) fn explain(e: &object_store::Error) -> String {
     format!("{text}{hint}")
 }
 
-fn full_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, each cause once (libraries often repeat their
+/// source in their own message).
+pub(crate) fn full_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
