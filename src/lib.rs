@@ -5,7 +5,10 @@
 //!   the member to snapshot, its status, the snapshot stream.
 //! - [`backup`] is the pipeline: stream → verify (sha256, bbolt) → zstd → upload →
 //!   manifest, the manifest being the commit point.
-//! - [`repository`] is where backups live: storage URL, object layout, manifests.
+//! - [`repository`] is where backups live: storage URL, object layout, manifests, and the
+//!   multipart upload whose abort is retried.
+//! - [`encryption`] wraps stored objects in age (recipients) and reads them back
+//!   (identities).
 //! - [`fetch`] brings a backup back as a plain snapshot file and checks it (`verify`,
 //!   `fetch`).
 //! - [`snapshot`] reads a snapshot *file* offline (bbolt pages, status figures, key

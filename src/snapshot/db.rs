@@ -15,6 +15,7 @@ use super::page::{
     BucketHeader, FLAG_BRANCH, FLAG_FREELIST, FLAG_LEAF, MAX_PAGE_SIZE, MIN_PAGE_SIZE, Meta,
     MetaProblem, NO_FREELIST, PAGE_HEADER_SIZE, PageHeader, PageView,
 };
+use super::walk_state::{KeyOrder, PageSet};
 
 /// Length of the sha256 digest etcd appends to a snapshot.
 pub const TRAILER_LEN: u64 = 32;
@@ -532,73 +533,5 @@ impl Database {
             }
         }
         Ok(())
-    }
-}
-
-/// The ordering rules of one bucket's keys while its tree is walked in order: strictly
-/// increasing, and the first key under a branch element not below that element's key.
-#[derive(Default)]
-struct KeyOrder {
-    last: Option<Vec<u8>>,
-    lower: Option<Vec<u8>>,
-}
-
-impl KeyOrder {
-    fn raise_lower_bound(&mut self, key: &[u8]) {
-        if self.lower.as_deref().is_none_or(|l| key > l) {
-            self.lower = Some(key.to_vec());
-        }
-    }
-
-    /// Records the next key in walk order; false when it breaks the order.
-    fn accept(&mut self, key: &[u8]) -> bool {
-        if self.last.as_deref().is_some_and(|prev| key <= prev) {
-            return false;
-        }
-        if self
-            .lower
-            .take()
-            .is_some_and(|lower| key < lower.as_slice())
-        {
-            return false;
-        }
-        match &mut self.last {
-            Some(k) => {
-                k.clear();
-                k.extend_from_slice(key);
-            }
-            None => self.last = Some(key.to_vec()),
-        }
-        true
-    }
-}
-
-/// One bit per page id.
-struct PageSet {
-    bits: Vec<u64>,
-}
-
-impl PageSet {
-    fn new(pages: u64) -> Self {
-        PageSet {
-            bits: vec![0; pages.div_ceil(64) as usize],
-        }
-    }
-    /// Returns false when the page was already in the set.
-    fn insert(&mut self, id: u64) -> bool {
-        let (w, b) = ((id / 64) as usize, id % 64);
-        match self.bits.get_mut(w) {
-            Some(word) => {
-                let had = *word & (1 << b) != 0;
-                *word |= 1 << b;
-                !had
-            }
-            None => false,
-        }
-    }
-    fn contains(&self, id: u64) -> bool {
-        self.bits
-            .get((id / 64) as usize)
-            .is_some_and(|w| w & (1 << (id % 64)) != 0)
     }
 }

@@ -14,16 +14,19 @@
 //! completed data object without its manifest is deleted, the spool is removed, and no
 //! manifest is written.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+
+mod spool;
+
+use spool::{ChannelWriter, Spool};
 
 use crate::encryption::Sink;
 use crate::etcd::{self, EtcdError, EtcdSettings, MemberStatus, SnapshotStream};
@@ -511,94 +514,6 @@ fn verify_spool(
         )));
     }
     Ok(status)
-}
-
-/// The local copy of the snapshot: created 0600 with O_EXCL, removed when done.
-struct Spool {
-    path: PathBuf,
-}
-
-impl Spool {
-    fn create(dir: &Path, id: &str) -> Result<Spool, BackupError> {
-        let path = dir.join(format!("lifeboat-{id}.db.spool"));
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| BackupError::Spool {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(Spool { path })
-    }
-
-    fn file(&self) -> Result<File, BackupError> {
-        OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(|source| BackupError::Spool {
-                path: self.path.clone(),
-                source,
-            })
-    }
-
-    fn remove(&self) {
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "could not remove the spool file")
-            }
-        }
-    }
-}
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
-/// A `Write` that hands its bytes, in blocks of about 1 MiB, to the upload task.
-struct ChannelWriter {
-    tx: mpsc::Sender<Bytes>,
-    buf: Vec<u8>,
-}
-
-const BLOCK: usize = 1 << 20;
-
-impl ChannelWriter {
-    fn new(tx: mpsc::Sender<Bytes>) -> Self {
-        ChannelWriter {
-            tx,
-            buf: Vec::with_capacity(BLOCK),
-        }
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let block = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
-        self.tx
-            .blocking_send(Bytes::from(block))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= BLOCK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
 }
 
 fn rand_u32() -> u32 {
