@@ -336,6 +336,19 @@ fn round_trip_s3_3_4_23() {
     round_trip(EtcdVersion::V3_4_23, &url, &s3.aws_env(), None);
 }
 
+/// Every object in the test bucket.
+fn s3_objects(s3: &SeaweedFs) -> Vec<object_store::ObjectMeta> {
+    support::runtime().block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        s3.object_store()
+            .list(None)
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("list the bucket")
+    })
+}
+
 /// Waits (at most 60 s) until a running backup has spooled `bytes` of the snapshot.
 fn wait_for_spool(child: &mut std::process::Child, spool: &Path, bytes: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -455,15 +468,7 @@ fn bad_storage_and_spool_fail_cleanly() {
         files_under(&backups)
     );
     // Nothing in S3 either.
-    let listing = support::runtime().block_on(async {
-        use futures::TryStreamExt;
-        use object_store::ObjectStore;
-        s3.object_store()
-            .list(None)
-            .try_collect::<Vec<_>>()
-            .await
-            .expect("list")
-    });
+    let listing = s3_objects(&s3);
     assert!(listing.is_empty(), "objects left in S3: {listing:?}");
 
     // Unreachable etcd: clear error naming the endpoint.
@@ -773,15 +778,7 @@ fn s3_stopped_mid_upload_leaves_nothing() {
         "spool left: {:?}",
         files_under(&spool)
     );
-    let listing = support::runtime().block_on(async {
-        use futures::TryStreamExt;
-        use object_store::ObjectStore;
-        s3.object_store()
-            .list(None)
-            .try_collect::<Vec<_>>()
-            .await
-            .expect("list")
-    });
+    let listing = s3_objects(&s3);
     assert_eq!(
         listing.len(),
         2,
