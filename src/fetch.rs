@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::encryption::Identities;
 use crate::repository::{Manifest, RepoError, Repository, explain};
 use crate::snapshot::status::hex;
+use crate::snapshot::trailer::{Split, TrailerSplit};
 use crate::snapshot::{self, ScanOptions, SnapshotError};
 
 #[derive(Debug, thiserror::Error)]
@@ -154,34 +155,31 @@ async fn download_and_check(
     // Decryption and decompression run in a blocking thread, reading the download
     // through a bounded channel: stored bytes -> age (if any) -> zstd -> file.
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
-    let decoder =
-        tokio::task::spawn_blocking(move || -> Result<(u64, [u8; 32], Vec<u8>), Decode> {
-            let input = io::BufReader::with_capacity(256 << 10, ChannelReader::new(rx));
-            let plain: Box<dyn Read> = match &identities {
-                None => Box::new(input),
-                Some(ids) => {
-                    let decryptor = age::Decryptor::new_buffered(input)
-                        .map_err(|e| Decode::Decrypt(e.to_string()))?;
-                    let reader = decryptor
-                        .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
-                        .map_err(|e| Decode::Decrypt(e.to_string()))?;
-                    Box::new(reader)
-                }
-            };
-            let mut sink = HashingFile {
-                file,
-                sha: Sha256::new(),
-                tail: Vec::with_capacity(64),
-                len: 0,
-            };
-            let mut decoder =
-                zstd::stream::read::Decoder::new(plain).map_err(|e| Decode::Zstd(e.to_string()))?;
-            io::copy(&mut decoder, &mut sink).map_err(|e| Decode::Zstd(e.to_string()))?;
-            sink.file
-                .sync_all()
-                .map_err(|e| Decode::Zstd(e.to_string()))?;
-            Ok((sink.len, sink.sha.finalize().into(), sink.tail))
-        });
+    let decoder = tokio::task::spawn_blocking(move || -> Result<Split, Decode> {
+        let input = io::BufReader::with_capacity(256 << 10, ChannelReader::new(rx));
+        let plain: Box<dyn Read> = match &identities {
+            None => Box::new(input),
+            Some(ids) => {
+                let decryptor = age::Decryptor::new_buffered(input)
+                    .map_err(|e| Decode::Decrypt(e.to_string()))?;
+                let reader = decryptor
+                    .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
+                    .map_err(|e| Decode::Decrypt(e.to_string()))?;
+                Box::new(reader)
+            }
+        };
+        let mut sink = HashingFile {
+            file,
+            split: TrailerSplit::new(),
+        };
+        let mut decoder =
+            zstd::stream::read::Decoder::new(plain).map_err(|e| Decode::Zstd(e.to_string()))?;
+        io::copy(&mut decoder, &mut sink).map_err(|e| Decode::Zstd(e.to_string()))?;
+        sink.file
+            .sync_all()
+            .map_err(|e| Decode::Zstd(e.to_string()))?;
+        Ok(sink.split.finish())
+    });
     let mut stored_sha = Sha256::new();
     let mut stored_len = 0u64;
     let mut download_failed = None;
@@ -226,7 +224,7 @@ async fn download_and_check(
         });
     }
     let (plain_len, db_sha, trailer) = match decoded {
-        Ok(v) => v,
+        Ok(split) => (split.total, split.db_sha256, split.trailer),
         Err(Decode::Decrypt(reason)) => return Err(FetchError::Decrypt { id, reason }),
         Err(Decode::Zstd(reason)) => return Err(FetchError::Decompress { id, reason }),
     };
@@ -239,12 +237,13 @@ async fn download_and_check(
             found: format!("{db_sha} ({plain_len} bytes)"),
         });
     }
-    if hex(&trailer) != m.db_sha256 {
+    let trailer = trailer.map(|t| hex(&t)).unwrap_or_else(|| "(none)".into());
+    if trailer != m.db_sha256 {
         return Err(FetchError::Mismatch {
             id,
             what: "snapshot sha256 trailer",
             expected: m.db_sha256.clone(),
-            found: hex(&trailer),
+            found: trailer,
         });
     }
     let path_owned = path.to_path_buf();
@@ -325,19 +324,13 @@ impl Read for ChannelReader {
 /// bytes, the trailer, held back).
 struct HashingFile {
     file: std::fs::File,
-    sha: Sha256,
-    tail: Vec<u8>,
-    len: u64,
+    split: TrailerSplit,
 }
 
 impl Write for HashingFile {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.file.write_all(data)?;
-        self.len += data.len() as u64;
-        self.tail.extend_from_slice(data);
-        let excess = self.tail.len().saturating_sub(32);
-        self.sha.update(&self.tail[..excess]);
-        self.tail.drain(..excess);
+        self.split.update(data);
         Ok(data.len())
     }
 

@@ -32,6 +32,7 @@ use crate::encryption::Sink;
 use crate::etcd::{self, EtcdError, EtcdSettings, MemberStatus, SnapshotStream};
 use crate::repository::upload::ObjectUpload;
 use crate::repository::{Manifest, RepoError, Repository, StoredObject, explain, manifest};
+use crate::snapshot::trailer::TrailerSplit;
 use crate::snapshot::{self, ScanOptions, SnapshotError};
 
 /// How a backup is taken.
@@ -382,34 +383,16 @@ fn process(
     if workers > 0 {
         encoder.multithread(workers).map_err(compress_err)?;
     }
-    let mut sha = Sha256::new();
-    // The last 32 bytes of the stream are the trailer; hold them back until the end.
-    let mut tail: Vec<u8> = Vec::with_capacity(64);
-    let (mut db_len, mut plain_len) = (0u64, 0u64);
+    // The last 32 bytes of the stream are the trailer; the rest is hashed as it passes.
+    let mut split = TrailerSplit::new();
     let spool_err = |e: io::Error| BackupError::Spool {
         path: spool_path.clone(),
         source: e,
     };
     while let Some(chunk) = rx.blocking_recv() {
-        plain_len += chunk.len() as u64;
         spool.write_all(&chunk).map_err(spool_err)?;
         encoder.write_all(&chunk).map_err(compress_err)?;
-        if chunk.len() >= 32 {
-            // Everything held back, and all but the last 32 bytes of this chunk, is db.
-            sha.update(&tail);
-            db_len += tail.len() as u64;
-            let (body, last) = chunk.split_at(chunk.len() - 32);
-            sha.update(body);
-            db_len += body.len() as u64;
-            tail.clear();
-            tail.extend_from_slice(last);
-        } else {
-            tail.extend_from_slice(&chunk);
-            let excess = tail.len().saturating_sub(32);
-            sha.update(&tail[..excess]);
-            db_len += excess as u64;
-            tail.drain(..excess);
-        }
+        split.update(&chunk);
     }
     // No fsync: the spool is a scratch copy read back at once from the page cache; the
     // stored object is what must be durable.
@@ -417,11 +400,12 @@ fn process(
     let sink = encoder.finish().map_err(compress_err)?;
     let mut channel = sink.finish().map_err(compress_err)?;
     channel.flush().map_err(compress_err)?;
+    let split = split.finish();
     Ok(Processed {
-        db_len,
-        plain_len,
-        db_sha256: sha.finalize().into(),
-        trailer: <[u8; 32]>::try_from(tail.as_slice()).ok(),
+        db_len: split.db_len,
+        plain_len: split.total,
+        db_sha256: split.db_sha256,
+        trailer: split.trailer,
     })
 }
 

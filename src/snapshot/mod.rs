@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod mvcc;
 pub mod page;
 pub mod status;
+pub mod trailer;
 mod walk_state;
 
 use std::path::Path;
