@@ -69,6 +69,8 @@ pub struct EtcdConfig {
     pub user: Option<String>,
     /// A file holding the password, so the config file itself holds no secret.
     pub password_file: Option<PathBuf>,
+    /// Use TLS but accept any server certificate, like etcdctl's flag of that name.
+    pub insecure_skip_tls_verify: Option<bool>,
     pub dial_timeout: Option<String>,
     /// `follower` (default), `leader` or `any`.
     pub snapshot_from: Option<crate::etcd::Prefer>,

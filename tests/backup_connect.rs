@@ -79,9 +79,80 @@ fn tls_backups(version: EtcdVersion) {
         "TLS backup with ETCDCTL_*: {}",
         text(&out.stderr)
     );
+
+    // --insecure-skip-tls-verify: no CA given, the server certificate is taken as it
+    // is, but the client certificate is still presented (etcd requires one here), by
+    // flag and by ETCDCTL_INSECURE_SKIP_TLS_VERIFY.
+    let out = lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoint,
+            "--insecure-skip-tls-verify",
+            "--cert",
+            &path(&tls.client_cert),
+            "--key",
+            &path(&tls.client_key),
+            "--storage",
+            &storage,
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "backup with --insecure-skip-tls-verify: {}",
+        text(&out.stderr)
+    );
+    let out = lifeboat(
+        &["backup", "--storage", &storage],
+        &[
+            ("ETCDCTL_ENDPOINTS", endpoint.clone()),
+            ("ETCDCTL_INSECURE_SKIP_TLS_VERIFY", "true".into()),
+            ("ETCDCTL_CERT", path(&tls.client_cert)),
+            ("ETCDCTL_KEY", path(&tls.client_key)),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "backup with ETCDCTL_INSECURE_SKIP_TLS_VERIFY: {}",
+        text(&out.stderr)
+    );
     let list = lifeboat(&["list", "--storage", &storage, "-w", "json"], &[]);
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).expect("JSON");
-    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    assert_eq!(list.as_array().map(Vec::len), Some(4));
+    // Skipping the server check does not skip the server's check of us: without a
+    // client certificate, or with one from another CA, etcd refuses the connection.
+    for (what, cert_args) in [
+        ("no client certificate", vec![]),
+        (
+            "foreign client certificate",
+            vec![
+                "--cert".to_owned(),
+                path(&tls.other_client_cert),
+                "--key".to_owned(),
+                path(&tls.other_client_key),
+            ],
+        ),
+    ] {
+        let mut args = vec![
+            "backup",
+            "--endpoints",
+            &endpoint,
+            "--insecure-skip-tls-verify",
+            "--dial-timeout",
+            "2s",
+            "--storage",
+            &storage,
+        ];
+        args.extend(cert_args.iter().map(String::as_str));
+        let out = lifeboat(&args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(&endpoint),
+            "{what}: {}",
+            text(&out.stderr)
+        );
+    }
 
     // A client certificate from another CA is refused by etcd; so is a server
     // certificate when trusting the wrong CA. Both name the endpoint.
@@ -158,10 +229,46 @@ fn tls_backups(version: EtcdVersion) {
             text(&out.stderr)
         );
     }
-    // Only two backups exist: the failures left nothing.
+    // The same with --insecure-skip-tls-verify, where lifeboat reads the files itself.
+    for (flag, file) in [
+        ("--key", path(&garbage)),
+        ("--cert", "/nonexistent/client.crt".to_owned()),
+    ] {
+        let (cert, key) = match flag {
+            "--key" => (path(&tls.client_cert), file.clone()),
+            _ => (file.clone(), path(&tls.client_key)),
+        };
+        let out = lifeboat(
+            &[
+                "backup",
+                "--endpoints",
+                &endpoint,
+                "--insecure-skip-tls-verify",
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                "--storage",
+                &storage,
+            ],
+            &[],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "insecure {flag}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(&file),
+            "insecure {flag}: {}",
+            text(&out.stderr)
+        );
+    }
+    // Only the four good backups exist: the failures left nothing.
     let list = lifeboat(&["list", "--storage", &storage, "-w", "json"], &[]);
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).expect("JSON");
-    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    assert_eq!(list.as_array().map(Vec::len), Some(4));
 }
 
 #[test]

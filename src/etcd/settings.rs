@@ -42,7 +42,7 @@ pub struct EtcdArgs {
     /// Password for --user (prefer ETCDCTL_PASSWORD or [etcd] password-file).
     #[arg(long, env = "ETCDCTL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Accept any server certificate (not supported yet).
+    /// Use TLS but accept any server certificate (no CA or host name check), like etcdctl.
     #[arg(long, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")]
     pub insecure_skip_tls_verify: bool,
     /// Time to establish a connection, e.g. `2s` (etcdctl's default).
@@ -131,7 +131,8 @@ impl EtcdSettings {
             key: args.key.clone().or_else(|| file.key.clone()),
             user,
             password,
-            insecure_skip_tls_verify: args.insecure_skip_tls_verify,
+            insecure_skip_tls_verify: args.insecure_skip_tls_verify
+                || file.insecure_skip_tls_verify.unwrap_or(false),
             dial_timeout,
             prefer: args
                 .snapshot_from
