@@ -19,7 +19,55 @@ pub struct Config {
     #[serde(default)]
     pub encryption: EncryptionConfig,
     #[serde(default)]
+    pub verify: VerifyConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The daemon's verify job.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VerifyConfig {
+    /// Cron schedule for verifying the newest backup; unset: never.
+    pub schedule: Option<String>,
+}
+
+/// Which backups `prune` (and the daemon after each backup) keeps. No rule set: keep all.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetentionConfig {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    /// Keep everything younger than this, e.g. `2d`, `36h`.
+    pub keep_within: Option<String>,
+    /// Data objects without a manifest older than this are leftovers of failed runs and
+    /// are deleted (default `1h`).
+    pub leftover_grace: Option<String>,
+}
+
+/// The always-running agent.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DaemonConfig {
+    /// Address of /healthz, /readyz and /metrics (default `127.0.0.1:9479`).
+    pub listen: Option<String>,
+    /// /readyz fails when the newest backup in storage is older than this.
+    pub max_age: Option<String>,
+    /// Elect one daemon among several through etcd (default true).
+    pub leader_election: Option<bool>,
+    /// TTL of the election lease: how fast another daemon takes over (default `15s`).
+    pub lease_ttl: Option<String>,
+    /// IANA time zone the schedules are read in (default `UTC`).
+    pub timezone: Option<String>,
+    /// How long shutdown may take before the process exits anyway (default `60s`).
+    pub shutdown_timeout: Option<String>,
 }
 
 /// age encryption of stored backups.
@@ -55,6 +103,11 @@ pub struct BackupConfig {
     pub zstd_level: Option<i32>,
     pub zstd_workers: Option<u32>,
     pub stall_timeout: Option<String>,
+    /// Cron schedule of the daemon's backups: 5 fields (as a Kubernetes CronJob), 6 with
+    /// seconds, or `@hourly`, `@daily`, ...
+    pub schedule: Option<String>,
+    /// How many times the daemon retries a failed backup before the next tick (default 3).
+    pub retries: Option<u32>,
 }
 
 /// How to reach etcd; the same settings as etcdctl's flags.

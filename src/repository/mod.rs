@@ -7,6 +7,7 @@
 //! ```
 
 pub mod manifest;
+pub mod retention;
 pub mod upload;
 
 use std::collections::HashMap;

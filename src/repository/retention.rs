@@ -1,0 +1,1 @@
+//! Retention: which backups to keep, and why (being written).
