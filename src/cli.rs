@@ -8,8 +8,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::backup::{self, BackupError, BackupOptions};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backup::{self, BackupError, BackupOptions};
+use crate::daemon::DaemonSettings;
+use crate::daemon::schedule::Schedule;
+use crate::etcd::settings::parse_duration;
+use crate::repository::prune;
+use crate::repository::retention::Policy;
 
 use crate::config::{Config, ConfigError};
 use crate::encryption::{self, EncryptionError, Identities};
@@ -70,9 +79,31 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Download a backup as a plain snapshot file for `etcdutl snapshot restore`.
     Fetch(FetchArgs),
+    /// Delete the backups the retention policy ([retention]) does not keep, and the
+    /// leftovers of failed runs.
+    Prune(PruneArgs),
+    /// Run scheduled backups, prune and verify; serve /healthz, /readyz, /metrics.
+    Daemon(DaemonArgs),
     /// Read snapshot files offline.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Print the decisions; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 /// Where backups are kept.
@@ -195,6 +226,8 @@ pub enum Failure {
     Usage(String),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
 }
 
 impl Failure {
@@ -206,6 +239,7 @@ impl Failure {
             Failure::Repo(e) => e.is_config(),
             Failure::Etcd(e) => e.is_config(),
             Failure::Fetch(FetchError::Repo(e)) => e.is_config(),
+            Failure::Daemon(crate::daemon::DaemonError::Listen { .. }) => true,
             _ => false,
         };
         if config { 2 } else { 1 }
@@ -290,6 +324,118 @@ fn identities(args: &IdentityArgs, config: &Config) -> Result<Option<Arc<Identit
     }
 }
 
+/// A duration from the config file, or its default.
+fn config_duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration, Failure> {
+    match text {
+        None => Ok(default),
+        Some(t) => parse_duration(t).ok_or_else(|| {
+            Failure::Usage(format!(
+                "{key} {t:?} is not a duration like 90s, 15m, 2h or 7d"
+            ))
+        }),
+    }
+}
+
+fn timezone(config: &Config) -> Result<chrono_tz::Tz, Failure> {
+    let name = config.daemon.timezone.as_deref().unwrap_or("UTC");
+    name.parse().map_err(|_| {
+        Failure::Usage(format!(
+            "[daemon] timezone {name:?} is not an IANA time zone like UTC or Europe/Berlin"
+        ))
+    })
+}
+
+fn retention_policy(config: &Config) -> Result<Policy, Failure> {
+    Policy::from_config(&config.retention, timezone(config)?).map_err(Failure::Usage)
+}
+
+/// Everything `lifeboat daemon` needs, checked before anything starts.
+fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings, Failure> {
+    let etcd = EtcdSettings::resolve(&args.etcd, &config.etcd)?;
+    let repo = Arc::new(open_repository(&args.storage, config)?);
+    let backup_args = BackupArgs {
+        etcd: args.etcd.clone(),
+        storage: args.storage.clone(),
+        spool_dir: None,
+        zstd_level: None,
+        recipient: Vec::new(),
+    };
+    let backup = backup_options(&backup_args, config)?;
+    let tz = timezone(config)?;
+    let text = config.backup.schedule.as_deref().ok_or_else(|| {
+        Failure::Usage(
+            "[backup] schedule is not set: the daemon needs to know when to back up \
+             (e.g. \"*/30 * * * *\" or \"@hourly\")"
+                .into(),
+        )
+    })?;
+    let backup_schedule =
+        Schedule::parse(text, tz).map_err(|e| Failure::Usage(format!("[backup] {e}")))?;
+    let verify_schedule = match &config.verify.schedule {
+        Some(t) => {
+            Some(Schedule::parse(t, tz).map_err(|e| Failure::Usage(format!("[verify] {e}")))?)
+        }
+        None => None,
+    };
+    let d = &config.daemon;
+    let max_age = config_duration(
+        "[daemon] max-age",
+        d.max_age.as_deref(),
+        crate::daemon::default_max_age(&backup_schedule),
+    )?;
+    let ttl = config_duration(
+        "[daemon] lease-ttl",
+        d.lease_ttl.as_deref(),
+        Duration::from_secs(15),
+    )?;
+    if ttl < Duration::from_secs(2) {
+        return Err(Failure::Usage(
+            "[daemon] lease-ttl must be at least 2s".into(),
+        ));
+    }
+    Ok(DaemonSettings {
+        etcd,
+        repo,
+        scratch: backup.spool_dir.clone(),
+        backup,
+        backup_schedule,
+        retries: config.backup.retries.unwrap_or(3),
+        verify_schedule,
+        policy: retention_policy(config)?,
+        leftover_grace: config_duration(
+            "[retention] leftover-grace",
+            config.retention.leftover_grace.as_deref(),
+            Duration::from_secs(3600),
+        )?,
+        listen: d.listen.clone().unwrap_or_else(|| "127.0.0.1:9479".into()),
+        max_age,
+        election: d.leader_election.unwrap_or(true).then_some(ttl),
+        shutdown_timeout: config_duration(
+            "[daemon] shutdown-timeout",
+            d.shutdown_timeout.as_deref(),
+            Duration::from_secs(60),
+        )?,
+        identities: identities(&IdentityArgs { identity: None }, config)?,
+    })
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    token.cancel();
+}
+
 /// Runs the parsed command, writing its result to `out`.
 pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failure> {
     match &cli.command {
@@ -326,6 +472,40 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             let ids = identities(&args.identity, config)?;
             rt.block_on(fetch::fetch(&repo, &m, &args.out, ids.as_ref()))?;
             output::fetched(out, cli.write_out, &m, &args.out).map_err(Failure::Output)
+        }
+        Command::Prune(args) => {
+            let repo = open_repository(&args.storage, config)?;
+            let policy = retention_policy(config)?;
+            let grace = config_duration(
+                "[retention] leftover-grace",
+                config.retention.leftover_grace.as_deref(),
+                Duration::from_secs(3600),
+            )?;
+            let rt = runtime()?;
+            let plan = rt.block_on(prune::plan(&repo, &policy, grace, chrono::Utc::now()))?;
+            let done = if args.dry_run {
+                None
+            } else {
+                Some(rt.block_on(prune::execute(&repo, &plan))?)
+            };
+            output::prune(out, cli.write_out, &plan, done.as_ref()).map_err(Failure::Output)
+        }
+        Command::Daemon(args) => {
+            if cli.config.is_none() {
+                return Err(Failure::Usage(
+                    "lifeboat daemon needs a configuration file: --config FILE (or \
+                     LIFEBOAT_CONFIG); see config/lifeboat.toml"
+                        .into(),
+                ));
+            }
+            let settings = daemon_settings(args, config)?;
+            let rt = runtime()?;
+            rt.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                crate::daemon::run(settings, shutdown).await
+            })?;
+            Ok(())
         }
         Command::Snapshot(SnapshotCommand::Status(args)) => {
             let options = ScanOptions {

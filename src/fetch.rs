@@ -100,9 +100,17 @@ pub async fn verify(
     identities: Option<&Arc<Identities>>,
 ) -> Result<(), FetchError> {
     let path = scratch.join(format!("lifeboat-verify-{}.db.part", m.id));
-    let result = download_and_check(repo, m, &path, identities).await;
-    let _ = std::fs::remove_file(&path);
-    result
+    // Removed however this ends, also when the future is dropped (daemon shutdown).
+    let _scratch = RemoveOnDrop(path.clone());
+    download_and_check(repo, m, &path, identities).await
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn part_path(out: &Path) -> PathBuf {

@@ -21,6 +21,7 @@
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod encryption;
 pub mod etcd;
 pub mod fetch;

@@ -78,6 +78,77 @@ pub fn list(out: &mut dyn Write, format: Format, list: &[Manifest]) -> io::Resul
     }
 }
 
+/// `lifeboat prune`: the decision for every backup, the leftovers, and what was done.
+pub fn prune(
+    out: &mut dyn Write,
+    format: Format,
+    plan: &crate::repository::prune::Plan,
+    done: Option<&crate::repository::prune::Outcome>,
+) -> io::Result<()> {
+    let mut rows: Vec<Vec<String>> = plan
+        .decisions
+        .iter()
+        .map(|d| {
+            let action = match (d.keep, done.is_some()) {
+                (true, _) => "keep",
+                (false, true) => "deleted",
+                (false, false) => "delete",
+            };
+            vec![
+                d.id.clone(),
+                d.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                action.to_owned(),
+                if d.keep {
+                    d.reasons.join("; ")
+                } else {
+                    "no rule keeps it".to_owned()
+                },
+            ]
+        })
+        .collect();
+    for l in &plan.leftovers {
+        rows.push(vec![
+            l.key.clone(),
+            l.modified
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            if done.is_some() { "deleted" } else { "delete" }.to_owned(),
+            format!("leftover: {} ({})", l.what, human_bytes(l.size)),
+        ]);
+    }
+    for id in &plan.dangling {
+        tracing::warn!(id = %id, "manifest without its data object: left alone, check the storage");
+    }
+    match format {
+        Format::Json => json_line(
+            out,
+            &serde_json::json!({"dry_run": done.is_none(), "plan": plan, "done": done}),
+        ),
+        Format::Simple => {
+            for r in &rows {
+                writeln!(out, "{}", r.join(", "))?;
+            }
+            let verb = if done.is_some() {
+                "deleted"
+            } else {
+                "would delete"
+            };
+            writeln!(
+                out,
+                "{verb} {} of {} backups and {} leftovers",
+                plan.deletions(),
+                plan.decisions.len(),
+                plan.leftovers.len()
+            )
+        }
+        Format::Table => table(
+            out,
+            &["backup", "taken", "action", "why"],
+            &[Left, Left, Left, Left],
+            &rows,
+        ),
+    }
+}
+
 /// `lifeboat verify`.
 pub fn verified(out: &mut dyn Write, format: Format, m: &Manifest) -> io::Result<()> {
     match format {

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 mod spool;
 
@@ -53,6 +54,8 @@ pub struct BackupOptions {
     pub abort_patience: Duration,
     /// age recipients; empty: stored unencrypted.
     pub recipients: Vec<age::x25519::Recipient>,
+    /// Cancelling it stops the backup cleanly: upload aborted, spool removed, no manifest.
+    pub cancel: CancellationToken,
 }
 
 impl Default for BackupOptions {
@@ -70,6 +73,7 @@ impl Default for BackupOptions {
             parts_in_flight: 2,
             abort_patience: Duration::from_secs(30),
             recipients: Vec::new(),
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -102,6 +106,8 @@ pub enum BackupError {
     },
     #[error("compressing: {0}")]
     Compress(String),
+    #[error("cancelled (shutting down); nothing was committed")]
+    Cancelled,
 }
 
 impl BackupError {
@@ -146,7 +152,10 @@ pub async fn run(
 ) -> Result<BackupReport, BackupError> {
     let t0 = Instant::now();
     repo.probe().await?;
-    let (mut client, source) = etcd::select_member(settings).await?;
+    let (mut client, source) = tokio::select! {
+        selected = etcd::select_member(settings) => selected?,
+        () = opts.cancel.cancelled() => return Err(BackupError::Cancelled),
+    };
     let started = chrono::Utc::now();
     let id = manifest::new_id(started, rand_u32());
     let encrypted = !opts.recipients.is_empty();
@@ -203,6 +212,10 @@ pub async fn run(
             return Err(fail(e, &spool, repo, &key, false).await);
         }
     };
+    if opts.cancel.is_cancelled() {
+        abort(&mut writer, opts).await;
+        return Err(fail(BackupError::Cancelled, &spool, repo, &key, false).await);
+    }
     if let Err(e) = writer.finish().await {
         let err = BackupError::Upload {
             url: repo.url().to_owned(),
@@ -338,7 +351,12 @@ async fn stream_and_store(
     progress.start(u64::try_from(source.db_size).unwrap_or(0));
     let streamed: Result<(), BackupError> = async {
         let mut stream = SnapshotStream::open(client, &source.endpoint, opts.stall_timeout).await?;
-        while let Some(chunk) = stream.next_chunk().await? {
+        loop {
+            let chunk = tokio::select! {
+                chunk = stream.next_chunk() => chunk?,
+                () = opts.cancel.cancelled() => return Err(BackupError::Cancelled),
+            };
+            let Some(chunk) = chunk else { break };
             progress.advance(chunk.len() as u64);
             if raw_tx.send(chunk).await.is_err() {
                 break; // the processor stopped; its error is reported below

@@ -166,7 +166,7 @@ fn classify(endpoint: &str, s: &EtcdSettings, e: etcd_client::Error) -> EtcdErro
 
 /// The error and its causes on one line (tonic hides the useful part in `source`), or
 /// just the operating system's word for it when the connection itself failed.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: Option<&dyn std::error::Error> = Some(e);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
@@ -211,6 +211,20 @@ pub async fn member_status(client: &mut Client, endpoint: &str) -> Result<Member
         is_learner: st.is_learner(),
         errors: st.errors().to_vec(),
     })
+}
+
+/// Connects to the first endpoint that answers, for cluster-wide requests (the
+/// election) where any member will do.
+pub async fn connect_any(s: &EtcdSettings) -> Result<(Client, String), EtcdError> {
+    let mut problems = Vec::new();
+    for endpoint in &s.endpoints {
+        match connect_one(s, endpoint).await {
+            Ok(client) => return Ok((client, endpoint.clone())),
+            Err(e) if e.is_config() || matches!(e, EtcdError::Auth { .. }) => return Err(e),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Err(EtcdError::NoMember(problems.join("; ")))
 }
 
 /// Picks the one member to take the snapshot from: every endpoint is asked for its

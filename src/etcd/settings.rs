@@ -166,7 +166,8 @@ fn read_password_file(path: &std::path::Path) -> Result<Secret, EtcdError> {
     Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
 }
 
-/// Durations as etcdctl writes them: `500ms`, `2s`, `1m`, `1h`, or a bare number of seconds.
+/// Durations as etcdctl writes them: `500ms`, `2s`, `1m`, `1h`, or a bare number of seconds;
+/// also `2d` and `1w` for retention. `None` if the text is not one of these or overflows.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let t = text.trim();
     let (number, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -179,9 +180,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        "w" => n * 604_800.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 #[cfg(test)]
@@ -196,6 +199,10 @@ mod tests {
         assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("2 days"), None);
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(2 * 86_400)));
+        assert_eq!(parse_duration("1w"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("99999999999999999999w"), None);
     }
 
     #[test]

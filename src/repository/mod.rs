@@ -7,6 +7,7 @@
 //! ```
 
 pub mod manifest;
+pub mod prune;
 pub mod retention;
 pub mod upload;
 
@@ -164,6 +165,21 @@ impl Repository {
         ObjectPath::from(format!("{}/{key}", self.base))
     }
 
+    /// The key (relative to the cluster's directory) of a full object path under it.
+    pub fn relative_key(&self, location: &ObjectPath) -> Option<String> {
+        let full = location.as_ref();
+        let base = self.base.as_ref();
+        full.strip_prefix(base)?
+            .strip_prefix('/')
+            .map(str::to_owned)
+    }
+
+    /// For a local directory: where the data objects are on disk.
+    pub fn local_snapshots_dir(&self) -> Option<std::path::PathBuf> {
+        let dir = self.local_dir.as_ref()?;
+        Some(dir.join(self.base.as_ref()).join("snapshots"))
+    }
+
     pub fn data_key(id: &str, encrypted: bool) -> String {
         if encrypted {
             format!("snapshots/{id}.db.zst.age")
@@ -226,19 +242,44 @@ impl Repository {
         })
     }
 
+    /// The ids of every backup, newest first, from the manifest names alone (one LIST,
+    /// no GET per manifest).
+    pub async fn ids(&self) -> Result<Vec<String>, RepoError> {
+        let prefix = self.path("manifests");
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.access_error("listing backups", e))?;
+        let mut ids: Vec<String> = metas
+            .iter()
+            .filter_map(|m| {
+                m.location
+                    .filename()?
+                    .strip_suffix(".json")
+                    .map(str::to_owned)
+            })
+            .collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        Ok(ids)
+    }
+
     /// The manifest of backup `id`, or of the newest one for `latest`.
     pub async fn manifest(&self, id: &str) -> Result<Manifest, RepoError> {
         if id == "latest" {
-            return self
-                .list()
-                .await?
-                .into_iter()
-                .next()
-                .ok_or_else(|| RepoError::NoSuchBackup {
+            let newest = self.ids().await?.into_iter().next();
+            return match newest {
+                Some(id) => {
+                    self.read_manifest(&self.path(&Self::manifest_key(&id)))
+                        .await
+                }
+                None => Err(RepoError::NoSuchBackup {
                     url: self.url.clone(),
                     cluster: self.cluster.clone(),
                     id: id.to_owned(),
-                });
+                }),
+            };
         }
         let path = self.path(&Self::manifest_key(id));
         match self.store.head(&path).await {

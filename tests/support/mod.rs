@@ -21,6 +21,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod etcd;
+pub mod lifeboat;
 pub mod process;
 pub mod restored;
 pub mod s3;

@@ -1,0 +1,221 @@
+//! What the daemon knows about its own work and about the storage, rendered in the
+//! Prometheus text format for `/metrics`. Names are documented in docs/operations.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use crate::backup::BackupError;
+
+/// Why a backup failed, as the `reason` label says it.
+pub fn failure_reason(e: &BackupError) -> &'static str {
+    match e {
+        _ if e.is_config() => "config",
+        BackupError::Etcd(_) => "etcd",
+        BackupError::Repo(_) | BackupError::Upload { .. } => "storage",
+        BackupError::Verify { .. } | BackupError::Snapshot { .. } => "verify",
+        BackupError::Spool { .. } => "spool",
+        BackupError::Compress(_) => "compress",
+        BackupError::Cancelled => "cancelled",
+    }
+}
+
+/// The newest backup the storage holds, as last read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Newest {
+    pub id: String,
+    pub finished_at: DateTime<Utc>,
+    pub revision: i64,
+}
+
+#[derive(Debug, Default)]
+struct Data {
+    leader: bool,
+    backup_last_attempt: Option<DateTime<Utc>>,
+    backup_last_attempt_ok: Option<bool>,
+    backup_last_success: Option<DateTime<Utc>>,
+    backup_last_duration: f64,
+    backup_last_db_bytes: u64,
+    backup_last_stored_bytes: u64,
+    backup_last_revision: i64,
+    backups_total: u64,
+    failures: BTreeMap<&'static str, u64>,
+    retries_total: u64,
+    skipped: BTreeMap<&'static str, u64>,
+    pruned: BTreeMap<&'static str, u64>,
+    verify_last_ok: Option<bool>,
+    verify_last_success: Option<DateTime<Utc>>,
+    storage_backups: Option<usize>,
+    storage_newest: Option<Newest>,
+}
+
+/// Shared by the jobs (which record) and the HTTP endpoint (which reads).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    data: Mutex<Data>,
+}
+
+impl Metrics {
+    fn with<R>(&self, f: impl FnOnce(&mut Data) -> R) -> R {
+        let mut guard = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.with(|d| d.leader = leader);
+    }
+
+    pub fn backup_attempt(&self, at: DateTime<Utc>) {
+        self.with(|d| d.backup_last_attempt = Some(at));
+    }
+
+    pub fn backup_succeeded(&self, report: &crate::backup::BackupReport) {
+        let m = &report.manifest;
+        self.with(|d| {
+            d.backup_last_attempt_ok = Some(true);
+            d.backup_last_success = Some(Utc::now());
+            d.backup_last_duration = report.duration.as_secs_f64();
+            d.backup_last_db_bytes = m.db_size;
+            d.backup_last_stored_bytes = m.object.size;
+            d.backup_last_revision = m.revision;
+            d.backups_total += 1;
+        });
+    }
+
+    pub fn backup_failed(&self, reason: &'static str) {
+        self.with(|d| {
+            d.backup_last_attempt_ok = Some(false);
+            *d.failures.entry(reason).or_default() += 1;
+        });
+    }
+
+    pub fn retried(&self) {
+        self.with(|d| d.retries_total += 1);
+    }
+
+    pub fn skipped(&self, job: &'static str) {
+        self.with(|d| *d.skipped.entry(job).or_default() += 1);
+    }
+
+    pub fn pruned(&self, backups: usize, leftovers: usize) {
+        self.with(|d| {
+            *d.pruned.entry("backup").or_default() += backups as u64;
+            *d.pruned.entry("leftover").or_default() += leftovers as u64;
+        });
+    }
+
+    pub fn verified(&self, ok: bool) {
+        self.with(|d| {
+            d.verify_last_ok = Some(ok);
+            if ok {
+                d.verify_last_success = Some(Utc::now());
+            }
+        });
+    }
+
+    pub fn storage_seen(&self, count: usize, newest: Option<Newest>) {
+        self.with(|d| {
+            d.storage_backups = Some(count);
+            d.storage_newest = newest;
+        });
+    }
+
+    pub fn newest(&self) -> Option<Newest> {
+        self.with(|d| d.storage_newest.clone())
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, now: DateTime<Utc>) -> String {
+        self.with(|d| {
+            let mut out = String::new();
+            let mut gauge = |name: &str, help: &str, value: String| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            };
+            let ts = |t: Option<DateTime<Utc>>| t.map_or("0".to_owned(), |t| secs(t).to_string());
+            gauge("lifeboat_leader", "1 if this instance takes the scheduled backups.", u8::from(d.leader).to_string());
+            gauge("lifeboat_backup_last_attempt_timestamp_seconds", "When this instance last started a backup.", ts(d.backup_last_attempt));
+            gauge("lifeboat_backup_last_attempt_success", "1 if the last backup attempt succeeded, 0 if it failed.", d.backup_last_attempt_ok.map_or("0".into(), |ok| u8::from(ok).to_string()));
+            gauge("lifeboat_backup_last_success_timestamp_seconds", "When this instance last committed a backup.", ts(d.backup_last_success));
+            gauge("lifeboat_backup_last_duration_seconds", "Duration of the last successful backup.", format!("{:.3}", d.backup_last_duration));
+            gauge("lifeboat_backup_last_db_bytes", "Snapshot size of the last successful backup.", d.backup_last_db_bytes.to_string());
+            gauge("lifeboat_backup_last_stored_bytes", "Stored (compressed, encrypted) size of the last successful backup.", d.backup_last_stored_bytes.to_string());
+            gauge("lifeboat_backup_last_revision", "etcd revision of the last successful backup.", d.backup_last_revision.to_string());
+            gauge("lifeboat_storage_backups", "Backups in storage (manifests), as last read.", d.storage_backups.unwrap_or(0).to_string());
+            let newest = d.storage_newest.as_ref();
+            gauge("lifeboat_storage_newest_backup_timestamp_seconds", "When the newest backup in storage finished.", ts(newest.map(|n| n.finished_at)));
+            gauge("lifeboat_storage_newest_backup_age_seconds", "Age of the newest backup in storage (0 when there is none).", newest.map_or("0".into(), |n| format!("{:.3}", age(n.finished_at, now))));
+            gauge("lifeboat_storage_newest_backup_revision", "etcd revision of the newest backup in storage.", newest.map_or("0".into(), |n| n.revision.to_string()));
+            gauge("lifeboat_verify_last_attempt_success", "1 if the last scheduled verify succeeded, 0 if it failed.", d.verify_last_ok.map_or("0".into(), |ok| u8::from(ok).to_string()));
+            gauge("lifeboat_verify_last_success_timestamp_seconds", "When the last scheduled verify succeeded.", ts(d.verify_last_success));
+
+            let mut counter = |name: &str, help: &str, label: Option<(&str, &[&'static str], &BTreeMap<&'static str, u64>)>, value: u64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                match label {
+                    None => { let _ = writeln!(out, "{name} {value}"); }
+                    Some((key, values, map)) => {
+                        for v in values {
+                            let _ = writeln!(out, "{name}{{{key}=\"{v}\"}} {}", map.get(v).copied().unwrap_or(0));
+                        }
+                    }
+                }
+            };
+            counter("lifeboat_backups_total", "Backups committed by this instance.", None, d.backups_total);
+            counter("lifeboat_backup_failures_total", "Failed backup attempts, by reason.", Some(("reason", &["etcd", "storage", "verify", "spool", "compress", "config", "cancelled"], &d.failures)), 0);
+            counter("lifeboat_backup_retries_total", "Retries of failed backups.", None, d.retries_total);
+            counter("lifeboat_skipped_ticks_total", "Ticks skipped because the previous run of the job was still going.", Some(("job", &["backup", "verify"], &d.skipped)), 0);
+            counter("lifeboat_prune_deleted_total", "Objects deleted by prune: whole backups, and leftovers of failed runs.", Some(("kind", &["backup", "leftover"], &d.pruned)), 0);
+            let _ = writeln!(out, "# HELP lifeboat_build_info The lifeboat version.\n# TYPE lifeboat_build_info gauge\nlifeboat_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+            out
+        })
+    }
+}
+
+fn secs(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// Seconds from `t` to `now`, never negative.
+pub fn age(t: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    ((now - t).num_milliseconds().max(0)) as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_once_with_its_type() {
+        let m = Metrics::default();
+        m.skipped("backup");
+        m.skipped("backup");
+        m.backup_failed("etcd");
+        m.storage_seen(
+            3,
+            Some(Newest {
+                id: "x".into(),
+                finished_at: DateTime::from_timestamp(1_000, 0).unwrap(),
+                revision: 42,
+            }),
+        );
+        let text = m.render(DateTime::from_timestamp(1_060, 0).unwrap());
+        assert!(
+            text.contains("lifeboat_skipped_ticks_total{job=\"backup\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("lifeboat_skipped_ticks_total{job=\"verify\"} 0\n"));
+        assert!(text.contains("lifeboat_backup_failures_total{reason=\"etcd\"} 1\n"));
+        assert!(text.contains("lifeboat_storage_newest_backup_age_seconds 60.000\n"));
+        assert!(text.contains("lifeboat_storage_newest_backup_revision 42\n"));
+        assert!(text.contains("lifeboat_storage_backups 3\n"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! `lifeboat daemon`: scheduled backups (pruned after each success), a scheduled verify
+//! of the newest backup, leader election among several daemons, and an HTTP endpoint for
+//! probes and metrics.
+//!
+//! Shaped like mini-redis: [`run`] takes the settings and a shutdown token. When the
+//! token is cancelled (SIGTERM/SIGINT), scheduling stops, a running backup is cancelled
+//! through its own clean failure path (upload aborted, spool removed, no manifest), and
+//! `run` returns once the jobs are done or the shutdown timeout passed.
+
+pub mod election;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod schedule;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backup::{self, BackupError, BackupOptions, Silent};
+use crate::encryption::Identities;
+use crate::etcd::EtcdSettings;
+use crate::repository::Repository;
+use crate::repository::prune;
+use crate::repository::retention::Policy;
+
+use election::Leadership;
+use metrics::{Metrics, Newest};
+use schedule::Schedule;
+
+/// Everything the daemon runs with, resolved from the config file.
+#[derive(Clone)]
+pub struct DaemonSettings {
+    pub etcd: EtcdSettings,
+    pub repo: Arc<Repository>,
+    pub backup: BackupOptions,
+    pub backup_schedule: Schedule,
+    /// Retries of a failed backup before the next tick.
+    pub retries: u32,
+    pub verify_schedule: Option<Schedule>,
+    pub policy: Policy,
+    pub leftover_grace: Duration,
+    pub listen: String,
+    pub max_age: Duration,
+    /// The election lease TTL; `None`: no election, this daemon always leads.
+    pub election: Option<Duration>,
+    pub shutdown_timeout: Duration,
+    pub identities: Option<Arc<Identities>>,
+    /// Scratch space for verify downloads.
+    pub scratch: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("[daemon] listen {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+    #[error("jobs still running after the shutdown timeout of {0} s; exiting anyway")]
+    ShutdownTimeout(u64),
+}
+
+/// Default `max-age`: two backup intervals plus ten minutes, so one missed or failed
+/// tick is tolerated and two are not.
+pub fn default_max_age(schedule: &Schedule) -> Duration {
+    let interval = schedule
+        .interval(Utc::now())
+        .unwrap_or(Duration::from_secs(3600));
+    interval * 2 + Duration::from_secs(600)
+}
+
+/// The first backoff of a retry; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(settings: DaemonSettings, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: settings.listen.clone(),
+            source,
+        })?;
+    let metrics = Arc::new(Metrics::default());
+    let stop_http = CancellationToken::new();
+    let http = tokio::spawn(http::serve(
+        listener,
+        Arc::new(http::Shared {
+            metrics: metrics.clone(),
+            max_age: settings.max_age,
+        }),
+        stop_http.clone(),
+    ));
+
+    let (leadership, election_task) = match settings.election {
+        Some(ttl) => {
+            let name = format!("/lifeboat/leader/{}", settings.repo.cluster());
+            let (l, task) = election::spawn(settings.etcd.clone(), name, ttl, shutdown.clone());
+            (l, Some(task))
+        }
+        None => (Leadership::always(), None),
+    };
+
+    let mut backup_opts = settings.backup.clone();
+    backup_opts.cancel = shutdown.child_token();
+    let jobs = Arc::new(Jobs {
+        settings,
+        backup_opts,
+        metrics: metrics.clone(),
+        leadership,
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        backup_running: AtomicBool::new(false),
+        verify_running: AtomicBool::new(false),
+    });
+    clean_spool_leftovers(&jobs.backup_opts.spool_dir, jobs.settings.leftover_grace);
+    let watcher = tokio::spawn(jobs.clone().watch());
+
+    let scheduler = schedule_jobs(&jobs).await?;
+    scheduler
+        .start()
+        .await
+        .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+    notify::notify("READY=1");
+    tracing::info!(
+        listen = %jobs.settings.listen,
+        backup = %jobs.settings.backup_schedule.text,
+        timezone = %jobs.settings.backup_schedule.tz,
+        election = jobs.settings.election.is_some(),
+        "daemon running"
+    );
+
+    shutdown.cancelled().await;
+    notify::notify("STOPPING=1");
+    tracing::info!("shutting down: no new jobs; cancelling the running ones");
+    let mut scheduler = scheduler;
+    let _ = scheduler.shutdown().await;
+    jobs.tracker.close();
+    let limit = jobs.settings.shutdown_timeout;
+    let finished = tokio::time::timeout(limit, jobs.tracker.wait()).await;
+    if let Some(task) = election_task {
+        // Resigning lets another daemon take over at once instead of after the TTL.
+        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+    }
+    watcher.abort();
+    stop_http.cancel();
+    let _ = http.await;
+    match finished {
+        Ok(()) => {
+            tracing::info!("daemon stopped");
+            Ok(())
+        }
+        Err(_) => Err(DaemonError::ShutdownTimeout(limit.as_secs())),
+    }
+}
+
+async fn schedule_jobs(jobs: &Arc<Jobs>) -> Result<JobScheduler, DaemonError> {
+    let err = |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Scheduler(e.to_string());
+    let scheduler = JobScheduler::new().await.map_err(err)?;
+    let s = &jobs.settings.backup_schedule;
+    let j = jobs.clone();
+    let job = Job::new_async_tz(s.cron.as_str(), s.tz, move |_, _| {
+        let j = j.clone();
+        Box::pin(async move { j.backup_tick() })
+    })
+    .map_err(err)?;
+    scheduler.add(job).await.map_err(err)?;
+    if let Some(s) = &jobs.settings.verify_schedule {
+        let j = jobs.clone();
+        let job = Job::new_async_tz(s.cron.as_str(), s.tz, move |_, _| {
+            let j = j.clone();
+            Box::pin(async move { j.verify_tick() })
+        })
+        .map_err(err)?;
+        scheduler.add(job).await.map_err(err)?;
+    }
+    Ok(scheduler)
+}
+
+/// The jobs and what they share.
+struct Jobs {
+    settings: DaemonSettings,
+    backup_opts: BackupOptions,
+    metrics: Arc<Metrics>,
+    leadership: Leadership,
+    shutdown: CancellationToken,
+    /// Every job runs as a task here, so shutdown can wait for them.
+    tracker: TaskTracker,
+    backup_running: AtomicBool,
+    verify_running: AtomicBool,
+}
+
+impl Jobs {
+    /// A backup tick: start a backup unless one is still running (the scheduler fires
+    /// every tick regardless) or another daemon leads.
+    fn backup_tick(self: &Arc<Self>) {
+        if self.shutdown.is_cancelled() || !self.leadership.is_leader() {
+            return;
+        }
+        if self.backup_running.swap(true, Ordering::SeqCst) {
+            self.metrics.skipped("backup");
+            tracing::warn!("backup tick skipped: the previous backup is still running");
+            return;
+        }
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            me.backup_with_retries().await;
+            me.backup_running.store(false, Ordering::SeqCst);
+        });
+    }
+
+    async fn backup_with_retries(&self) {
+        let s = &self.settings;
+        let mut attempt = 0u32;
+        loop {
+            self.metrics.backup_attempt(Utc::now());
+            let result = backup::run(&s.etcd, &s.repo, &self.backup_opts, &Silent).await;
+            let e = match result {
+                Ok(report) => {
+                    self.metrics.backup_succeeded(&report);
+                    let m = &report.manifest;
+                    tracing::info!(
+                        id = %m.id,
+                        revision = m.revision,
+                        db_bytes = m.db_size,
+                        stored_bytes = m.object.size,
+                        seconds = report.duration.as_secs_f64(),
+                        "backup done"
+                    );
+                    self.prune().await;
+                    self.refresh_storage().await;
+                    return;
+                }
+                Err(e) => e,
+            };
+            self.metrics.backup_failed(metrics::failure_reason(&e));
+            tracing::error!(error = %e, attempt = attempt + 1, "backup failed");
+            if matches!(e, BackupError::Cancelled) || e.is_config() || attempt >= s.retries {
+                return;
+            }
+            let delay = (FIRST_BACKOFF * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF);
+            let now = Utc::now();
+            let next = s.backup_schedule.next_after(now);
+            let room = next
+                .and_then(|n| (n - now).to_std().ok())
+                .unwrap_or_default();
+            if room <= delay {
+                tracing::warn!(
+                    retry_in = delay.as_secs(),
+                    "not retrying: the next scheduled backup comes first"
+                );
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            if !self.leadership.is_leader() {
+                return;
+            }
+            attempt += 1;
+            self.metrics.retried();
+        }
+    }
+
+    /// Applies the retention policy and removes leftovers; errors are logged (the next
+    /// prune tries again).
+    async fn prune(&self) {
+        let s = &self.settings;
+        let outcome = async {
+            let plan = prune::plan(&s.repo, &s.policy, s.leftover_grace, Utc::now()).await?;
+            prune::execute(&s.repo, &plan).await
+        }
+        .await;
+        match outcome {
+            Ok(o) => {
+                self.metrics
+                    .pruned(o.deleted_backups.len(), o.deleted_leftovers.len());
+                if !o.deleted_backups.is_empty() || !o.deleted_leftovers.is_empty() {
+                    tracing::info!(
+                        backups = o.deleted_backups.len(),
+                        leftovers = o.deleted_leftovers.len(),
+                        "pruned"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "prune failed"),
+        }
+    }
+
+    fn verify_tick(self: &Arc<Self>) {
+        if self.shutdown.is_cancelled() || !self.leadership.is_leader() {
+            return;
+        }
+        if self.verify_running.swap(true, Ordering::SeqCst) {
+            self.metrics.skipped("verify");
+            tracing::warn!("verify tick skipped: the previous verify is still running");
+            return;
+        }
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = me.verify_newest() => {}
+                () = me.shutdown.cancelled() => {}
+            }
+            me.verify_running.store(false, Ordering::SeqCst);
+        });
+    }
+
+    async fn verify_newest(&self) {
+        let s = &self.settings;
+        let result = async {
+            let m = s.repo.manifest("latest").await?;
+            crate::fetch::verify(&s.repo, &m, &s.scratch, s.identities.as_ref()).await?;
+            Ok::<_, crate::fetch::FetchError>(m.id)
+        }
+        .await;
+        match result {
+            Ok(id) => {
+                self.metrics.verified(true);
+                tracing::info!(id = %id, "newest backup verified");
+            }
+            Err(e) => {
+                self.metrics.verified(false);
+                tracing::error!(error = %e, "verify of the newest backup failed");
+            }
+        }
+    }
+
+    /// Reads the newest backup and the count from storage, for /readyz and the metrics.
+    async fn refresh_storage(&self) {
+        let repo = &self.settings.repo;
+        let read = async {
+            let ids = repo.ids().await?;
+            let newest = match ids.first() {
+                Some(id) => Some(repo.manifest(id).await?),
+                None => None,
+            };
+            Ok::<_, crate::repository::RepoError>((ids.len(), newest))
+        };
+        match read.await {
+            Ok((count, newest)) => {
+                let newest = newest.and_then(|m| {
+                    let finished = chrono::DateTime::parse_from_rfc3339(&m.finished_at).ok()?;
+                    Some(Newest {
+                        id: m.id,
+                        finished_at: finished.with_timezone(&Utc),
+                        revision: m.revision,
+                    })
+                });
+                self.metrics.storage_seen(count, newest);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the storage"),
+        }
+    }
+
+    /// Keeps the leader gauge current and re-reads the storage now and then (other
+    /// daemons and CronJobs write to it too).
+    async fn watch(self: Arc<Self>) {
+        let every =
+            (self.settings.max_age / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let mut last_read: Option<tokio::time::Instant> = None;
+        loop {
+            self.metrics.set_leader(self.leadership.is_leader());
+            if last_read.is_none_or(|t| t.elapsed() >= every) {
+                self.refresh_storage().await;
+                last_read = Some(tokio::time::Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Spool files of backups that died with their process (killed, power loss): older than
+/// the grace period, nobody writes them any more.
+fn clean_spool_leftovers(dir: &std::path::Path, grace: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("lifeboat-") && name.ends_with(".db.spool")) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > grace);
+        if old && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(path = %entry.path().display(), "removed the spool file of a backup that never finished");
+        }
+    }
+}
