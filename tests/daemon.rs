@@ -1,0 +1,446 @@
+//! `lifeboat daemon` against a real 3-member etcd cluster and real SeaweedFS: backups on
+//! schedule, overlapping ticks skipped and counted, one leader among three daemons with
+//! takeover after a kill, /metrics agreeing with `list`, /readyz following max-age, and
+//! SIGTERM in the middle of a large backup leaving nothing behind.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::etcd::Cluster;
+use support::lifeboat::{
+    filer_entries, files_under, http_get, lifeboat, metric, ok, run, s3_objects, wait_for_spool,
+};
+use support::process::{free_ports, kill_child, spawn_guarded, wait_timeout};
+use support::s3::SeaweedFs;
+use support::tools::EtcdVersion;
+use support::workload;
+
+/// A running daemon: its process, HTTP port and log file. Killed on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `lifeboat daemon` with `config`, TOML that ends in its `[daemon]` section
+    /// (`listen` is added here).
+    fn start(dir: &Path, name: &str, config: &str, env: &[(String, String)]) -> Daemon {
+        let port = free_ports(1)[0];
+        let path = dir.join(format!("{name}.toml"));
+        assert!(
+            config.contains("[daemon]\n"),
+            "config without [daemon]: {config}"
+        );
+        let text = format!("{config}listen = \"127.0.0.1:{port}\"\n");
+        std::fs::write(&path, text).expect("write config");
+        let log = dir.join(format!("{name}.log"));
+        let mut cmd = lifeboat(
+            &["daemon", "--config", path.to_str().expect("utf-8"), "-v"],
+            env,
+        );
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let child = spawn_guarded(cmd).expect("spawn daemon");
+        let d = Daemon { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_get(port, "/healthz").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "daemon {name} never answered /healthz:\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        metric(&self.metrics(), name).unwrap_or(-1.0)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+/// `lifeboat list -w json` as manifests.
+fn list(storage: &str, env: &[(String, String)]) -> Vec<Value> {
+    let out = ok(run(lifeboat(
+        &["list", "--storage", storage, "-w", "json"],
+        env,
+    )));
+    serde_json::from_str::<Value>(&out)
+        .expect("list JSON")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn started_at(m: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(m["started_at"].as_str().expect("started_at"))
+        .expect("RFC 3339")
+        .with_timezone(&chrono::Utc)
+}
+
+/// Waits until `cond` holds, at most `limit`.
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: plain kill(2) on a process this test started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+fn fill(cluster: &Cluster) {
+    support::runtime().block_on(async {
+        let mut c = workload::connect(cluster).await;
+        workload::kubernetes_like(&mut c, 2, 10).await;
+    });
+}
+
+#[test]
+fn scheduled_backups_run_on_time_and_overlapping_ticks_are_skipped() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 3);
+    fill(&cluster);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("backups").display());
+    let config = format!(
+        "[etcd]\nendpoints = [{}]\n[storage]\nurl = \"{storage}\"\n\
+         [backup]\nschedule = \"*/2 * * * * *\"\nspool-dir = \"{}\"\n\
+         [daemon]\nleader-election = false\n",
+        quoted(&cluster.endpoints()),
+        dir.path().display()
+    );
+    let daemon = Daemon::start(dir.path(), "d", &config, &[]);
+    wait_until(Duration::from_secs(30), "three scheduled backups", || {
+        list(&storage, &[]).len() >= 3
+    });
+    // On time: each backup starts within a second of its even-second tick, one per tick.
+    let backups = list(&storage, &[]);
+    let mut ticks = BTreeSet::new();
+    for m in &backups {
+        let t = started_at(m);
+        assert!(
+            t.timestamp() % 2 == 0 && t.timestamp_subsec_millis() < 1000,
+            "backup {} started off schedule at {t}",
+            m["id"]
+        );
+        assert!(ticks.insert(t.timestamp()), "two backups for tick {t}");
+    }
+
+    // Freeze every member: the next backup hangs, and the ticks meanwhile are skipped.
+    let pids = cluster.pids();
+    for &p in &pids {
+        signal(p, libc::SIGSTOP);
+    }
+    std::thread::sleep(Duration::from_secs(7));
+    let skipped = daemon.metric("lifeboat_skipped_ticks_total{job=\"backup\"}");
+    for &p in &pids {
+        signal(p, libc::SIGCONT);
+    }
+    assert!(
+        skipped >= 2.0,
+        "ticks during a hung backup were not skipped ({skipped}):\n{}",
+        daemon.log_text()
+    );
+    assert!(daemon.log_text().contains("backup tick skipped"));
+    // Scheduling carries on afterwards.
+    let before = list(&storage, &[]).len();
+    wait_until(Duration::from_secs(30), "backups after the freeze", || {
+        list(&storage, &[]).len() >= before + 2
+    });
+    let m = daemon.metrics();
+    let committed = metric(&m, "lifeboat_backups_total").expect("backups_total");
+    assert_eq!(
+        committed as usize,
+        list(&storage, &[]).len(),
+        "lifeboat_backups_total vs list:\n{m}"
+    );
+}
+
+fn quoted(endpoints: &[String]) -> String {
+    endpoints
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn metrics_agree_with_list_and_readyz_follows_max_age() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 3);
+    fill(&cluster);
+    let s3 = SeaweedFs::start();
+    let env = s3.aws_env();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("s3://{}/etcd", s3.bucket);
+    // A schedule that does not fire during the test: the backups come from the CLI.
+    let config = format!(
+        "[etcd]\nendpoints = [{}]\n[storage]\nurl = \"{storage}\"\n\
+         [backup]\nschedule = \"0 0 0 1 1 *\"\nspool-dir = \"{}\"\n\
+         [daemon]\nleader-election = false\nmax-age = \"6s\"\n",
+        quoted(&cluster.endpoints()),
+        dir.path().display()
+    );
+    let daemon = Daemon::start(dir.path(), "d", &config, &env);
+    let (code, body) = http_get(daemon.port, "/readyz").expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no backup"), "{body}");
+
+    let endpoints = cluster.endpoints().join(",");
+    for _ in 0..2 {
+        ok(run(lifeboat(
+            &["backup", "--endpoints", &endpoints, "--storage", &storage],
+            &env,
+        )));
+    }
+    let backups = list(&storage, &env);
+    wait_until(Duration::from_secs(5), "/readyz to turn ready", || {
+        http_get(daemon.port, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
+    let m = daemon.metrics();
+    assert_eq!(metric(&m, "lifeboat_storage_backups"), Some(2.0), "{m}");
+    let newest = &backups[0];
+    assert_eq!(
+        metric(&m, "lifeboat_storage_newest_backup_revision"),
+        newest["revision"].as_f64(),
+        "{m}"
+    );
+    let finished = chrono::DateTime::parse_from_rfc3339(newest["finished_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis() as f64
+        / 1000.0;
+    let ts = metric(&m, "lifeboat_storage_newest_backup_timestamp_seconds").unwrap();
+    assert!((ts - finished).abs() < 0.01, "{ts} vs {finished}");
+    let age = metric(&m, "lifeboat_storage_newest_backup_age_seconds").unwrap();
+    assert!((0.0..6.0).contains(&age), "age {age}");
+    assert_eq!(metric(&m, "lifeboat_leader"), Some(1.0), "{m}");
+
+    // Once the newest backup is older than max-age, /readyz says so.
+    let became_stale = Instant::now();
+    wait_until(Duration::from_secs(10), "/readyz to turn stale", || {
+        http_get(daemon.port, "/readyz").is_some_and(|(c, _)| c == 503)
+    });
+    let (_, body) = http_get(daemon.port, "/readyz").unwrap();
+    assert!(body.contains("more than max-age"), "{body}");
+    assert!(
+        became_stale.elapsed() < Duration::from_secs(7),
+        "took {:?}",
+        became_stale.elapsed()
+    );
+    let (code, _) = http_get(daemon.port, "/healthz").unwrap();
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn one_leader_backs_up_and_another_takes_over_within_the_ttl() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 3);
+    fill(&cluster);
+    let s3 = SeaweedFs::start();
+    let env = s3.aws_env();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("s3://{}/etcd", s3.bucket);
+    let ttl = 3;
+    let mut daemons: Vec<Daemon> = (0..3)
+        .map(|i| {
+            // Each daemon talks to "its" node's member first, as on control-plane nodes.
+            let mut endpoints = cluster.endpoints();
+            endpoints.rotate_left(i);
+            let spool = dir.path().join(format!("spool{i}"));
+            std::fs::create_dir(&spool).expect("spool dir");
+            let config = format!(
+                "[etcd]\nendpoints = [{}]\n[storage]\nurl = \"{storage}\"\n\
+                 [backup]\nschedule = \"*/2 * * * * *\"\nspool-dir = \"{}\"\n\
+                 [daemon]\nlease-ttl = \"{ttl}s\"\n",
+                quoted(&endpoints),
+                spool.display()
+            );
+            Daemon::start(dir.path(), &format!("d{i}"), &config, &env)
+        })
+        .collect();
+    wait_until(Duration::from_secs(30), "three backups", || {
+        list(&storage, &env).len() >= 3
+    });
+    let leaders = |ds: &[Daemon]| -> Vec<usize> {
+        (0..ds.len())
+            .filter(|&i| ds[i].metric("lifeboat_leader") == 1.0)
+            .collect()
+    };
+    let now_leading = leaders(&daemons);
+    assert_eq!(now_leading.len(), 1, "leaders: {now_leading:?}");
+    let leader = now_leading[0];
+    for (i, d) in daemons.iter().enumerate() {
+        let committed = d.metric("lifeboat_backups_total");
+        if i == leader {
+            assert!(committed >= 3.0, "the leader committed {committed}");
+        } else {
+            assert_eq!(committed, 0.0, "daemon {i} is not the leader but backed up");
+        }
+    }
+
+    // Kill the leader outright: no resignation, its lease must expire.
+    kill_child(&mut daemons[leader].child);
+    let killed = Instant::now();
+    let killed_at = chrono::Utc::now();
+    let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let mut successor = None;
+    wait_until(Duration::from_secs(20), "a new leader", || {
+        successor = rest
+            .iter()
+            .copied()
+            .find(|&i| daemons[i].metric("lifeboat_leader") == 1.0);
+        successor.is_some()
+    });
+    let takeover = killed.elapsed();
+    assert!(
+        takeover <= Duration::from_secs(ttl + 1),
+        "takeover took {takeover:?} with a {ttl} s lease"
+    );
+    let successor = successor.unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "a backup by the new leader",
+        || {
+            list(&storage, &env)
+                .iter()
+                .any(|m| started_at(m) > killed_at)
+        },
+    );
+    assert_eq!(
+        leaders(&daemons[..])
+            .into_iter()
+            .filter(|i| *i != leader)
+            .count(),
+        1
+    );
+    assert!(daemons[successor].metric("lifeboat_backups_total") >= 1.0);
+
+    // No tick produced two backups.
+    let mut ticks = BTreeSet::new();
+    for m in list(&storage, &env) {
+        let t = started_at(&m).timestamp() / 2;
+        assert!(ticks.insert(t), "two backups in one tick: {}", m["id"]);
+    }
+    eprintln!("takeover after a kill: {takeover:?} (lease TTL {ttl} s)");
+}
+
+#[test]
+fn sigterm_during_a_large_backup_exits_in_time_and_leaves_nothing() {
+    let cluster = Cluster::start_with_args(
+        EtcdVersion::V3_5_30,
+        1,
+        &["--quota-backend-bytes=4294967296"],
+    );
+    support::runtime().block_on(async {
+        let mut c = workload::connect(&cluster).await;
+        workload::large_db(&mut c, 300 << 20).await;
+    });
+    let s3 = SeaweedFs::start();
+    let env = s3.aws_env();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).expect("spool dir");
+    let storage = format!("s3://{}/etcd", s3.bucket);
+    let config = format!(
+        "[etcd]\nendpoints = [{}]\n[storage]\nurl = \"{storage}\"\n\
+         [backup]\nschedule = \"* * * * * *\"\nspool-dir = \"{}\"\n\
+         [daemon]\nleader-election = false\nshutdown-timeout = \"20s\"\n",
+        quoted(&cluster.endpoints()),
+        spool.display()
+    );
+    let mut daemon = Daemon::start(dir.path(), "d", &config, &env);
+    wait_for_spool(&mut daemon.child, &spool, 32 << 20);
+    let uploads_dir = format!("/buckets/{}/.uploads/", s3.bucket);
+    wait_until(Duration::from_secs(30), "a multipart upload", || {
+        !filer_entries(&s3, &uploads_dir).is_empty()
+    });
+    let sent = Instant::now();
+    signal(daemon.child.id(), libc::SIGTERM);
+    let status = wait_timeout(&mut daemon.child, Duration::from_secs(30)).expect("wait");
+    let took = sent.elapsed();
+    let log = daemon.log_text();
+    let status = status.unwrap_or_else(|| panic!("still running 30 s after SIGTERM:\n{log}"));
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    assert!(log.contains("cancelled"), "{log}");
+    assert!(
+        files_under(&spool).is_empty(),
+        "spool left: {:?}",
+        files_under(&spool)
+    );
+    let objects = s3_objects(&s3);
+    assert!(objects.is_empty(), "objects left: {objects:?}");
+    assert!(
+        filer_entries(&s3, &uploads_dir).is_empty(),
+        "multipart upload left:\n{log}"
+    );
+    eprintln!("SIGTERM to exit during a 300 MiB backup: {took:?}");
+}
+
+#[test]
+fn a_failed_backup_is_retried_before_the_next_tick() {
+    let mut cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    fill(&cluster);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("backups").display());
+    let config = format!(
+        "[etcd]\nendpoints = [{}]\ndial-timeout = \"1s\"\n[storage]\nurl = \"{storage}\"\n\
+         [backup]\nschedule = \"*/20 * * * * *\"\nspool-dir = \"{}\"\nretries = 2\n\
+         [daemon]\nleader-election = false\n",
+        quoted(&cluster.endpoints()),
+        dir.path().display()
+    );
+    cluster.stop(0);
+    let daemon = Daemon::start(dir.path(), "d", &config, &[]);
+    // The first tick fails (etcd is down); the retry 10 s later finds it back.
+    wait_until(Duration::from_secs(25), "a failed attempt", || {
+        daemon.metric("lifeboat_backup_failures_total{reason=\"etcd\"}") >= 1.0
+    });
+    let failed_at = Instant::now();
+    cluster.restart(0);
+    wait_until(Duration::from_secs(15), "the retried backup", || {
+        list(&storage, &[]).len() == 1
+    });
+    assert!(
+        failed_at.elapsed() < Duration::from_secs(15),
+        "not retried before the next tick"
+    );
+    let m = daemon.metrics();
+    assert_eq!(
+        metric(&m, "lifeboat_backup_retries_total"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "lifeboat_backup_last_attempt_success"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(daemon.log_text().contains("backup failed"));
+}
