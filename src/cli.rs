@@ -444,7 +444,12 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             let repo = open_repository(&args.storage, config)?;
             let opts = backup_options(args, config)?;
             let progress = crate::progress::Reporter::for_stderr();
-            let report = runtime()?.block_on(backup::run(&settings, &repo, &opts, &progress))?;
+            // SIGTERM (a CronJob's deadline, a timer's stop) or Ctrl-C cancels cleanly:
+            // upload aborted, spool removed, no manifest, exit 1.
+            let report = runtime()?.block_on(async {
+                tokio::spawn(cancel_on_signal(opts.cancel.clone()));
+                backup::run(&settings, &repo, &opts, &progress).await
+            })?;
             output::backup(out, cli.write_out, &report).map_err(Failure::Output)
         }
         Command::List(args) => {

@@ -160,7 +160,7 @@ fn scheduled_backups_run_on_time_and_overlapping_ticks_are_skipped() {
         signal(p, libc::SIGSTOP);
     }
     std::thread::sleep(Duration::from_secs(7));
-    let skipped = daemon.metric("lifeboat_skipped_ticks_total{job=\"backup\"}");
+    let skipped = daemon.metric("lifeboat_skipped_ticks_total{task=\"backup\"}");
     for &p in &pids {
         signal(p, libc::SIGCONT);
     }
@@ -401,6 +401,40 @@ fn sigterm_during_a_large_backup_exits_in_time_and_leaves_nothing() {
         "multipart upload left:\n{log}"
     );
     eprintln!("SIGTERM to exit during a 300 MiB backup: {took:?}");
+
+    // The one-shot command (what a CronJob runs) cancels just as cleanly, exit code 1.
+    let endpoints = cluster.endpoints().join(",");
+    let mut cmd = lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoints,
+            "--storage",
+            &storage,
+            "--spool-dir",
+            spool.to_str().expect("utf-8"),
+        ],
+        &env,
+    );
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn_guarded(cmd).expect("spawn backup");
+    wait_for_spool(&mut child, &spool, 32 << 20);
+    wait_until(Duration::from_secs(30), "a multipart upload", || {
+        !filer_entries(&s3, &uploads_dir).is_empty()
+    });
+    signal(child.id(), libc::SIGTERM);
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(files_under(&spool).is_empty(), "spool left");
+    assert!(s3_objects(&s3).is_empty(), "objects left");
+    assert!(
+        filer_entries(&s3, &uploads_dir).is_empty(),
+        "multipart upload left"
+    );
 }
 
 #[test]

@@ -164,7 +164,7 @@ impl Metrics {
             counter("lifeboat_backups_total", "Backups committed by this instance.", None, d.backups_total);
             counter("lifeboat_backup_failures_total", "Failed backup attempts, by reason.", Some(("reason", &["etcd", "storage", "verify", "spool", "compress", "config", "cancelled"], &d.failures)), 0);
             counter("lifeboat_backup_retries_total", "Retries of failed backups.", None, d.retries_total);
-            counter("lifeboat_skipped_ticks_total", "Ticks skipped because the previous run of the job was still going.", Some(("job", &["backup", "verify"], &d.skipped)), 0);
+            counter("lifeboat_skipped_ticks_total", "Ticks skipped because the previous run of the job was still going.", Some(("task", &["backup", "verify"], &d.skipped)), 0);
             counter("lifeboat_prune_deleted_total", "Objects deleted by prune: whole backups, and leftovers of failed runs.", Some(("kind", &["backup", "leftover"], &d.pruned)), 0);
             let _ = writeln!(out, "# HELP lifeboat_build_info The lifeboat version.\n# TYPE lifeboat_build_info gauge\nlifeboat_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
             out
@@ -201,10 +201,10 @@ mod tests {
         );
         let text = m.render(DateTime::from_timestamp(1_060, 0).unwrap());
         assert!(
-            text.contains("lifeboat_skipped_ticks_total{job=\"backup\"} 2\n"),
+            text.contains("lifeboat_skipped_ticks_total{task=\"backup\"} 2\n"),
             "{text}"
         );
-        assert!(text.contains("lifeboat_skipped_ticks_total{job=\"verify\"} 0\n"));
+        assert!(text.contains("lifeboat_skipped_ticks_total{task=\"verify\"} 0\n"));
         assert!(text.contains("lifeboat_backup_failures_total{reason=\"etcd\"} 1\n"));
         assert!(text.contains("lifeboat_storage_newest_backup_age_seconds 60.000\n"));
         assert!(text.contains("lifeboat_storage_newest_backup_revision 42\n"));

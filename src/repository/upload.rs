@@ -12,6 +12,9 @@ use bytes::Bytes;
 use object_store::{MultipartUpload, PutPayload};
 use tokio::task::JoinSet;
 
+/// How long an abort waits for the parts under way to end.
+const SETTLE: Duration = Duration::from_secs(10);
+
 pub struct ObjectUpload {
     upload: Box<dyn MultipartUpload>,
     parts: JoinSet<object_store::Result<()>>,
@@ -83,16 +86,34 @@ impl ObjectUpload {
         self.upload.complete().await.map(|_| ())
     }
 
-    /// Stops the parts under way and aborts the upload, retrying with backoff for up to
-    /// `patience` while the store does not answer. Returns the last error if it never did.
+    /// Lets the parts under way end, then aborts the upload, retrying with backoff for up
+    /// to `patience` while the store does not answer. Returns the last error if it never
+    /// did.
+    ///
+    /// Parts are not cut off first: a part the store is still receiving can land after the
+    /// abort and bring the upload back (S3's documentation says an abort may have to be
+    /// repeated for this reason; SeaweedFS does it). Parts that do not end within
+    /// [`SETTLE`] are dropped, and the upload is then aborted a second time.
     pub async fn abort(&mut self, patience: Duration) -> object_store::Result<()> {
+        let settled = tokio::time::timeout(SETTLE, async {
+            while self.parts.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
         self.parts.abort_all();
         while self.parts.join_next().await.is_some() {}
         let deadline = Instant::now() + patience;
         let mut wait = Duration::from_millis(250);
         loop {
             match self.upload.abort().await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if !settled {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        // Already gone is the expected answer.
+                        let _ = self.upload.abort().await;
+                    }
+                    return Ok(());
+                }
                 Err(e) if Instant::now() + wait > deadline => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "abort of the multipart upload failed; retrying");

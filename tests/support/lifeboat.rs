@@ -143,7 +143,7 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// One sample from a Prometheus text exposition, e.g. `metric(&text,
-/// "lifeboat_skipped_ticks_total{job=\"backup\"}")`.
+/// "lifeboat_skipped_ticks_total{task=\"backup\"}")`.
 pub fn metric(exposition: &str, name: &str) -> Option<f64> {
     exposition.lines().find_map(|l| {
         let (n, v) = l.rsplit_once(' ')?;

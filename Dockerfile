@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# The lifeboat image: `docker build -t etcd-lifeboat:0.1.0 .`
+# Used by config/kubernetes/ (CronJobs); any lifeboat command runs as
+#   docker run --rm etcd-lifeboat:0.1.0 snapshot status /data/snapshot.db
+
+FROM rust:1.95-bookworm AS builder
+# etcd-client generates its gRPC code with protoc at build time.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends protobuf-compiler \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# The caches speed up rebuilds (BuildKit); target/ lives in a cache, so copy the binary out.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin lifeboat \
+ && install -m 0755 target/release/lifeboat /usr/local/bin/lifeboat
+
+# Same Debian release as the builder, so the glibc the binary links against is there.
+FROM debian:bookworm-slim
+# TLS roots for S3 endpoints with public certificates (etcd uses its own CA).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /usr/local/bin/lifeboat /usr/local/bin/lifeboat
+# Non-root by default (numeric, so runAsNonRoot can check it). The backup CronJob
+# overrides it with runAsUser: 0, only to read kubeadm's root-only (0600) etcd client key.
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/lifeboat"]
+CMD ["--help"]
