@@ -240,6 +240,7 @@ impl Failure {
             Failure::Etcd(e) => e.is_config(),
             Failure::Fetch(FetchError::Repo(e)) => e.is_config(),
             Failure::Daemon(crate::daemon::DaemonError::Listen { .. }) => true,
+            Failure::Daemon(crate::daemon::DaemonError::Etcd(e)) => e.is_config(),
             _ => false,
         };
         if config { 2 } else { 1 }

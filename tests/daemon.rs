@@ -478,3 +478,51 @@ fn a_failed_backup_is_retried_before_the_next_tick() {
     );
     assert!(daemon.log_text().contains("backup failed"));
 }
+
+#[test]
+fn the_daemon_refuses_a_bad_configuration_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("b").display());
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_port = busy.local_addr().expect("addr").port();
+    let cases = [
+        ("no schedule", String::new(), "[backup] schedule is not set"),
+        (
+            "bad schedule",
+            "[backup]\nschedule = \"61 * * * *\"\n".to_owned(),
+            "61 * * * *",
+        ),
+        (
+            "missing CA file",
+            "[etcd]\ncacert = \"/nonexistent/ca.crt\"\n[backup]\nschedule = \"@hourly\"\n"
+                .to_owned(),
+            "/nonexistent/ca.crt",
+        ),
+        (
+            "bad time zone",
+            "[backup]\nschedule = \"@hourly\"\n[daemon]\ntimezone = \"Mars/Olympus\"\n".to_owned(),
+            "Mars/Olympus",
+        ),
+        (
+            "listen address in use",
+            format!(
+                "[backup]\nschedule = \"@hourly\"\n[daemon]\nlisten = \"127.0.0.1:{busy_port}\"\n"
+            ),
+            "[daemon] listen",
+        ),
+    ];
+    for (what, body, expected) in cases {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("[storage]\nurl = \"{storage}\"\n{body}")).expect("write");
+        let out = run(lifeboat(
+            &["daemon", "--config", path.to_str().expect("utf-8")],
+            &[],
+        ));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains(expected), "{what}: {err}");
+    }
+    let out = run(lifeboat(&["daemon"], &[]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}

@@ -64,6 +64,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
     #[error("scheduler: {0}")]
     Scheduler(String),
     #[error("jobs still running after the shutdown timeout of {0} s; exiting anyway")]
@@ -85,6 +87,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(settings: DaemonSettings, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    // A configuration mistake stops the daemon at once; an unreachable etcd or storage
+    // does not (they may come back), it is logged and retried by each job.
+    crate::etcd::check_settings(&settings.etcd)?;
+    if let Err(e) = settings.repo.probe().await {
+        tracing::warn!(error = %e, "storage not usable yet; backups will fail until it is");
+    }
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .map_err(|source| DaemonError::Listen {

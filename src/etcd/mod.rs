@@ -117,6 +117,17 @@ fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, EtcdError> {
     Ok(bytes)
 }
 
+/// Checks what can be checked without a network: the TLS files exist and are PEM,
+/// `--cert` and `--key` come together. For long-running processes, which should stop at
+/// once on a configuration mistake instead of retrying it forever.
+pub fn check_settings(s: &EtcdSettings) -> Result<(), EtcdError> {
+    connect_options(s).map(|_| ())?;
+    if s.insecure_skip_tls_verify {
+        insecure::tls_config(s)?;
+    }
+    Ok(())
+}
+
 /// Connects to exactly one endpoint.
 pub async fn connect_one(s: &EtcdSettings, endpoint: &str) -> Result<Client, EtcdError> {
     let options = connect_options(s)?;
