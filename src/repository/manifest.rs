@@ -9,7 +9,7 @@ pub const FORMAT: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
-    /// `YYYYMMDDTHHMMSSZ-xxxxxxxx`: sorts by time.
+    /// `YYYYMMDDTHHMMSS.mmmZ-xxxxxxxx`: sorts by time.
     pub id: String,
     /// The name the backups are filed under (`--cluster`), not etcd's cluster id.
     pub cluster: String,
@@ -84,10 +84,11 @@ impl Manifest {
     }
 }
 
-/// A new backup id for a backup started at `now`: sortable by time, unique enough that
+/// A new backup id for a backup started at `now`: sortable by time to the millisecond
+/// (two backups in one second happen with seconds-level schedules), unique enough that
 /// two agents never collide (8 random hex digits).
 pub fn new_id(now: chrono::DateTime<chrono::Utc>, random: u32) -> String {
-    format!("{}-{random:08x}", now.format("%Y%m%dT%H%M%SZ"))
+    format!("{}-{random:08x}", now.format("%Y%m%dT%H%M%S%.3fZ"))
 }
 
 #[cfg(test)]
@@ -97,11 +98,13 @@ mod tests {
     #[test]
     fn ids_sort_by_time() {
         let t1 = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap();
-        let t2 = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:06Z").unwrap();
+        let t2 = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.007Z").unwrap();
+        let t3 = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:06Z").unwrap();
         let a = new_id(t1.into(), 0xffff_ffff);
         let b = new_id(t2.into(), 0);
-        assert_eq!(a, "20260102T030405Z-ffffffff");
-        assert!(a < b);
+        let c = new_id(t3.into(), 0);
+        assert_eq!(a, "20260102T030405.000Z-ffffffff");
+        assert!(a < b && b < c, "{a} {b} {c}");
     }
 
     #[test]
