@@ -84,9 +84,27 @@ pub enum Command {
     Prune(PruneArgs),
     /// Run scheduled backups, prune and verify; serve /healthz, /readyz, /metrics.
     Daemon(DaemonArgs),
+    /// Rebuild the cluster from one backup on every member ([restore] in the config).
+    #[command(subcommand)]
+    Restore(RestoreCommand),
     /// Read snapshot files offline.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Print the eight-step runbook with the exact commands; changes nothing.
+    Plan(RestorePlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestorePlanArgs {
+    /// Backup id, `latest`, or a snapshot file.
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -420,6 +438,42 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
     })
 }
 
+/// The backup a restore uses: a snapshot file, or a backup in the storage.
+fn restore_backup_ref(
+    which: &str,
+    storage: &StorageArgs,
+    config: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> Result<crate::restore::plan::BackupRef, Failure> {
+    let path = std::path::Path::new(which);
+    if path.is_file() {
+        let (status, _) = snapshot::scan(
+            path,
+            ScanOptions {
+                verify_trailer: true,
+            },
+        )?;
+        return Ok(crate::restore::plan::BackupRef {
+            id: path
+                .file_stem()
+                .map_or("snapshot".into(), |s| s.to_string_lossy().into_owned()),
+            revision: status.revision,
+            total_key: status.total_key,
+            db_size: status.total_size,
+            etcd_version: "unknown (a snapshot file)".into(),
+        });
+    }
+    let repo = open_repository(storage, config)?;
+    let m = rt.block_on(repo.manifest(which))?;
+    Ok(crate::restore::plan::BackupRef {
+        id: m.id,
+        revision: m.revision,
+        total_key: m.total_key,
+        db_size: m.db_size,
+        etcd_version: m.etcd_version,
+    })
+}
+
 /// Cancels `token` on SIGTERM or SIGINT.
 async fn cancel_on_signal(token: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -512,6 +566,37 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
                 crate::daemon::run(settings, shutdown).await
             })?;
             Ok(())
+        }
+        Command::Restore(RestoreCommand::Plan(args)) => {
+            use crate::restore::{self, plan};
+            let settings =
+                plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
+            let rt = runtime()?;
+            let backup = restore_backup_ref(&args.backup, &args.storage, config, &rt)?;
+            let probes = rt.block_on(async {
+                let mut found = Vec::new();
+                for m in &settings.members {
+                    found.push(restore::probe(m, settings.step_timeout).await);
+                }
+                found
+            });
+            let (ok, failed): (Vec<_>, Vec<_>) = probes.into_iter().partition(Result::is_ok);
+            let ok: Vec<_> = ok.into_iter().filter_map(Result::ok).collect();
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+            let mut p = plan::make(&settings, &backup, &ok, &stamp);
+            // The plan is still worth reading; `restore run` would stop at step 2.
+            for e in failed.into_iter().filter_map(Result::err) {
+                p.notes.push(format!("preflight failed: {e}"));
+            }
+            match cli.write_out {
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&p).map_err(|e| Failure::Output(e.into()))?
+                )
+                .map_err(Failure::Output),
+                _ => write!(out, "{}", plan::render(&p)).map_err(Failure::Output),
+            }
         }
         Command::Snapshot(SnapshotCommand::Status(args)) => {
             let options = ScanOptions {

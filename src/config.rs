@@ -25,7 +25,58 @@ pub struct Config {
     #[serde(default)]
     pub daemon: DaemonConfig,
     #[serde(default)]
+    pub restore: RestoreConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The cluster `lifeboat restore` rebuilds: its members and how each is controlled.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestoreConfig {
+    /// `--initial-cluster-token` of the restored cluster (default `etcd-cluster`, etcd's).
+    pub initial_cluster_token: Option<String>,
+    /// `--bump-revision` (with `--mark-compacted`) when the members' etcdutl supports it;
+    /// default 1000000000, 0 to disable.
+    pub bump_revision: Option<u64>,
+    /// Where the journal of restore runs is kept (default `/var/lib/lifeboat/restore`).
+    pub state_dir: Option<PathBuf>,
+    /// Step 8: a command that must succeed once Kubernetes is back (e.g.
+    /// `kubectl get --raw /readyz`), or an http(s) URL that must answer 200.
+    pub kube_health: Option<String>,
+    /// How long a stop or start may take before the step fails (default `120s`).
+    pub step_timeout: Option<String>,
+    #[serde(default)]
+    pub members: Vec<RestoreMember>,
+}
+
+/// One member of the cluster to restore.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestoreMember {
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: String,
+    /// The member's data directory (kubeadm: `/var/lib/etcd`).
+    pub data_dir: PathBuf,
+    /// `local` (default) or `ssh://user@host[:port]`.
+    pub host: Option<String>,
+    /// etcd as a systemd unit...
+    pub etcd_systemd_unit: Option<String>,
+    /// ... or as a kubeadm static pod (moved out of its directory to stop it) ...
+    pub etcd_static_pod_manifest: Option<PathBuf>,
+    /// ... or explicit commands.
+    pub etcd_start: Option<String>,
+    pub etcd_stop: Option<String>,
+    /// The Kubernetes components on this member, the same three ways.
+    #[serde(default)]
+    pub kube_systemd_units: Vec<String>,
+    #[serde(default)]
+    pub kube_static_pod_manifests: Vec<PathBuf>,
+    pub kube_start: Option<String>,
+    pub kube_stop: Option<String>,
+    /// `etcdutl` (3.5+) or `etcdctl` (3.4) on the member; found on its PATH when unset.
+    pub etcdutl: Option<PathBuf>,
 }
 
 /// The daemon's verify job.

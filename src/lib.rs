@@ -28,5 +28,6 @@ pub mod fetch;
 pub mod output;
 pub mod progress;
 pub mod repository;
+pub mod restore;
 pub mod secret;
 pub mod snapshot;

@@ -204,11 +204,26 @@ fn metrics_agree_with_list_and_readyz_follows_max_age() {
     let config = format!(
         "[etcd]\nendpoints = [{}]\n[storage]\nurl = \"{storage}\"\n\
          [backup]\nschedule = \"0 0 0 1 1 *\"\nspool-dir = \"{}\"\n\
+         [verify]\nschedule = \"*/2 * * * * *\"\n\
          [daemon]\nleader-election = false\nmax-age = \"6s\"\n",
         quoted(&cluster.endpoints()),
         dir.path().display()
     );
-    let daemon = Daemon::start(dir.path(), "d", &config, &env);
+    // systemd's readiness protocol, as Type=notify uses it.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut daemon_env = env.clone();
+    daemon_env.push((
+        "NOTIFY_SOCKET".to_owned(),
+        notify_path.to_str().expect("utf-8").to_owned(),
+    ));
+    let mut daemon = Daemon::start(dir.path(), "d", &config, &daemon_env);
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 from the daemon");
+    assert_eq!(&buf[..n], b"READY=1");
     let (code, body) = http_get(daemon.port, "/readyz").expect("readyz");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("no backup"), "{body}");
@@ -241,6 +256,13 @@ fn metrics_agree_with_list_and_readyz_follows_max_age() {
     let age = metric(&m, "lifeboat_storage_newest_backup_age_seconds").unwrap();
     assert!((0.0..6.0).contains(&age), "age {age}");
     assert_eq!(metric(&m, "lifeboat_leader"), Some(1.0), "{m}");
+    // The scheduled verify checks the newest backup.
+    wait_until(
+        Duration::from_secs(6),
+        "a successful scheduled verify",
+        || daemon.metric("lifeboat_verify_last_attempt_success") == 1.0,
+    );
+    assert!(daemon.metric("lifeboat_verify_last_success_timestamp_seconds") > 0.0);
 
     // Once the newest backup is older than max-age, /readyz says so.
     let became_stale = Instant::now();
@@ -256,6 +278,12 @@ fn metrics_agree_with_list_and_readyz_follows_max_age() {
     );
     let (code, _) = http_get(daemon.port, "/healthz").unwrap();
     assert_eq!(code, 200);
+
+    signal(daemon.child.id(), libc::SIGTERM);
+    let n = notify.recv(&mut buf).expect("STOPPING=1 from the daemon");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let status = wait_timeout(&mut daemon.child, Duration::from_secs(10)).expect("wait");
+    assert!(status.is_some_and(|s| s.success()), "{}", daemon.log_text());
 }
 
 #[test]

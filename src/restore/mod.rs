@@ -1,0 +1,64 @@
+//! `lifeboat restore`: rebuilding a cluster from one backup on every member, following
+//! the eight documented steps (docs/restore.md).
+//!
+//! - [`plan`]: the plan, a pure function of the configured members, the backup and what
+//!   preflight found; printed by `restore plan`.
+//! - [`transport`]: running a member's commands here or over ssh.
+
+pub mod plan;
+pub mod transport;
+
+use std::time::Duration;
+
+use plan::{MemberSpec, Probe};
+use transport::quote;
+
+/// Step 2's look at a member: which restore tool it has, its version, and whether it
+/// can bump revisions. Read-only.
+pub async fn probe(m: &MemberSpec, limit: Duration) -> Result<Probe, String> {
+    let at = |e: String| format!("member {} ({}): {e}", m.name, m.host);
+    let find = match &m.etcdutl {
+        Some(p) => format!(
+            "test -x {p} && echo {p}",
+            p = quote(&p.display().to_string())
+        ),
+        None => "command -v etcdutl || command -v etcdctl".into(),
+    };
+    let ran = transport::run(&m.host.shell(&find), limit)
+        .await
+        .map_err(at)?;
+    let tool = ran.stdout.lines().next().unwrap_or("").trim().to_owned();
+    if !ran.success || tool.is_empty() {
+        return Err(at(match &m.etcdutl {
+            Some(p) => format!("{} is not an executable", p.display()),
+            None => "neither etcdutl nor etcdctl is on the PATH (set etcdutl = \"...\")".into(),
+        }));
+    }
+    let script = format!(
+        "{t} version; if {t} snapshot restore --help 2>&1 | grep -q -- --bump-revision; \
+         then echo BUMP=yes; else echo BUMP=no; fi",
+        t = quote(&tool)
+    );
+    let ran = transport::run(&m.host.shell(&script), limit)
+        .await
+        .map_err(at)?;
+    let version = ran
+        .stdout
+        .lines()
+        .find_map(|l| {
+            let (name, v) = l.split_once(" version: ")?;
+            name.starts_with("etcd").then(|| v.trim().to_owned())
+        })
+        .ok_or_else(|| {
+            at(format!(
+                "`{tool} version` did not say its version: {}",
+                ran.tail()
+            ))
+        })?;
+    Ok(Probe {
+        member: m.name.clone(),
+        tool,
+        version,
+        can_bump: ran.stdout.lines().any(|l| l.trim() == "BUMP=yes"),
+    })
+}

@@ -1,0 +1,862 @@
+//! The restore plan: a pure function of the configured members, the backup and what
+//! preflight found on each member, giving the eight steps with the exact commands.
+//! `restore plan` prints it; `restore run` carries out the same plan.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::transport::{Host, quote};
+use crate::config::{RestoreConfig, RestoreMember};
+
+/// The revision bump the etcd docs suggest for Kubernetes.
+pub const DEFAULT_BUMP: u64 = 1_000_000_000;
+
+/// How a component (etcd, or the Kubernetes components) is stopped and started.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Control {
+    Systemd {
+        units: Vec<String>,
+    },
+    /// kubeadm static pods: moved out of the manifests directory to stop, back to start.
+    StaticPods {
+        manifests: Vec<PathBuf>,
+    },
+    Commands {
+        start: String,
+        stop: String,
+    },
+    /// Nothing to control on this member (e.g. no Kubernetes components).
+    Nothing,
+}
+
+impl Control {
+    fn from_member(
+        what: &str,
+        units: Vec<String>,
+        manifests: Vec<PathBuf>,
+        start: Option<String>,
+        stop: Option<String>,
+        member: &str,
+    ) -> Result<Control, String> {
+        let chosen = [
+            !units.is_empty(),
+            !manifests.is_empty(),
+            start.is_some() || stop.is_some(),
+        ];
+        match chosen {
+            [false, false, false] => Ok(Control::Nothing),
+            [true, false, false] => Ok(Control::Systemd { units }),
+            [false, true, false] => Ok(Control::StaticPods { manifests }),
+            [false, false, true] => match (start, stop) {
+                (Some(start), Some(stop)) => Ok(Control::Commands { start, stop }),
+                _ => Err(format!(
+                    "[[restore.members]] {member}: {what}-start and {what}-stop go together"
+                )),
+            },
+            _ => Err(format!(
+                "[[restore.members]] {member}: choose one way to control {what}: systemd \
+                 units, static pod manifests, or start/stop commands"
+            )),
+        }
+    }
+
+    /// Where stopped static pod manifests are kept: beside the manifests directory, never
+    /// inside it (the kubelet runs every file there).
+    fn stash(manifest: &Path) -> PathBuf {
+        let dir = manifest.parent().unwrap_or(Path::new("/"));
+        let mut stash = dir.as_os_str().to_owned();
+        stash.push(".lifeboat-stopped");
+        PathBuf::from(stash).join(manifest.file_name().unwrap_or_default())
+    }
+
+    pub fn stop_script(&self) -> Option<String> {
+        match self {
+            Control::Nothing => None,
+            Control::Systemd { units } => Some(format!("systemctl stop {}", words(units))),
+            Control::StaticPods { manifests } => Some(
+                manifests
+                    .iter()
+                    .map(|m| {
+                        let stash = Self::stash(m);
+                        // Idempotent: already moved is fine.
+                        format!(
+                            "if [ -e {m} ]; then mkdir -p {dir} && mv {m} {stash}; fi",
+                            m = quote(&m.display().to_string()),
+                            dir = quote(
+                                &stash
+                                    .parent()
+                                    .unwrap_or(Path::new("/"))
+                                    .display()
+                                    .to_string()
+                            ),
+                            stash = quote(&stash.display().to_string()),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" && "),
+            ),
+            Control::Commands { stop, .. } => Some(stop.clone()),
+        }
+    }
+
+    pub fn start_script(&self) -> Option<String> {
+        match self {
+            Control::Nothing => None,
+            Control::Systemd { units } => Some(format!("systemctl start {}", words(units))),
+            Control::StaticPods { manifests } => Some(
+                manifests
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "if [ -e {stash} ]; then mv {stash} {m}; fi",
+                            m = quote(&m.display().to_string()),
+                            stash = quote(&Self::stash(m).display().to_string()),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" && "),
+            ),
+            Control::Commands { start, .. } => Some(start.clone()),
+        }
+    }
+
+    /// A command that succeeds once the component is stopped, where one can be said.
+    pub fn stopped_check(&self) -> Option<String> {
+        match self {
+            Control::Systemd { units } => Some(
+                units
+                    .iter()
+                    .map(|u| format!("! systemctl is-active --quiet {}", quote(u)))
+                    .collect::<Vec<_>>()
+                    .join(" && "),
+            ),
+            Control::StaticPods { manifests } => Some(
+                manifests
+                    .iter()
+                    .map(|m| {
+                        let name = m.file_stem().unwrap_or_default().to_string_lossy();
+                        format!(
+                            "test -z \"$(crictl ps -q --name {})\"",
+                            quote(&format!("^{name}$"))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" && "),
+            ),
+            Control::Commands { .. } | Control::Nothing => None,
+        }
+    }
+}
+
+fn words(items: &[String]) -> String {
+    items.iter().map(|i| quote(i)).collect::<Vec<_>>().join(" ")
+}
+
+/// One member as configured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberSpec {
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: String,
+    pub data_dir: PathBuf,
+    pub host: Host,
+    pub etcd: Control,
+    pub kube: Control,
+    pub etcdutl: Option<PathBuf>,
+}
+
+/// `[restore]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreSettings {
+    pub token: String,
+    /// The bump asked for (0: none).
+    pub bump: u64,
+    pub state_dir: PathBuf,
+    pub kube_health: Option<String>,
+    pub step_timeout: Duration,
+    pub members: Vec<MemberSpec>,
+}
+
+impl RestoreSettings {
+    pub fn from_config(c: &RestoreConfig) -> Result<RestoreSettings, String> {
+        if c.members.is_empty() {
+            return Err(
+                "[restore] has no [[restore.members]]: describe every member of the \
+                        cluster to rebuild"
+                    .into(),
+            );
+        }
+        let mut members = Vec::new();
+        for m in &c.members {
+            let spec = member(m)?;
+            if members.iter().any(|o: &MemberSpec| o.name == spec.name) {
+                return Err(format!(
+                    "[[restore.members]] name {:?} appears twice",
+                    spec.name
+                ));
+            }
+            members.push(spec);
+        }
+        let step_timeout = match &c.step_timeout {
+            Some(t) => crate::etcd::settings::parse_duration(t)
+                .ok_or_else(|| format!("[restore] step-timeout {t:?} is not a duration"))?,
+            None => Duration::from_secs(120),
+        };
+        Ok(RestoreSettings {
+            token: c
+                .initial_cluster_token
+                .clone()
+                .unwrap_or_else(|| "etcd-cluster".into()),
+            bump: c.bump_revision.unwrap_or(DEFAULT_BUMP),
+            state_dir: c
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/lifeboat/restore")),
+            kube_health: c.kube_health.clone(),
+            step_timeout,
+            members,
+        })
+    }
+
+    /// `name=peer-url,...`, identical on every member.
+    pub fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn member(m: &RestoreMember) -> Result<MemberSpec, String> {
+    let at = |what: &str| format!("[[restore.members]] {:?}: {what}", m.name);
+    if m.name.is_empty() || m.name.contains([',', '=', ' ']) {
+        return Err(at("name must be non-empty, without ',', '=' or spaces"));
+    }
+    for (key, url) in [("peer-url", &m.peer_url), ("client-url", &m.client_url)] {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(at(&format!(
+                "{key} {url:?} must be an http:// or https:// URL"
+            )));
+        }
+    }
+    if !m.data_dir.is_absolute() || m.data_dir.parent().is_none() {
+        return Err(at("data-dir must be an absolute path below /"));
+    }
+    let etcd = Control::from_member(
+        "etcd",
+        m.etcd_systemd_unit.iter().cloned().collect(),
+        m.etcd_static_pod_manifest.iter().cloned().collect(),
+        m.etcd_start.clone(),
+        m.etcd_stop.clone(),
+        &m.name,
+    )?;
+    if etcd == Control::Nothing {
+        return Err(at(
+            "say how etcd is controlled: etcd-systemd-unit, etcd-static-pod-manifest, or \
+             etcd-start and etcd-stop",
+        ));
+    }
+    let kube = Control::from_member(
+        "kube",
+        m.kube_systemd_units.clone(),
+        m.kube_static_pod_manifests.clone(),
+        m.kube_start.clone(),
+        m.kube_stop.clone(),
+        &m.name,
+    )?;
+    Ok(MemberSpec {
+        name: m.name.clone(),
+        peer_url: m.peer_url.clone(),
+        client_url: m.client_url.clone(),
+        data_dir: m.data_dir.clone(),
+        host: Host::parse(m.host.as_deref()).map_err(|e| at(&e))?,
+        etcd,
+        kube,
+        etcdutl: m.etcdutl.clone(),
+    })
+}
+
+/// What preflight found on a member.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Probe {
+    pub member: String,
+    /// The restore tool there (`etcdutl`, or `etcdctl` for 3.4).
+    pub tool: String,
+    pub version: String,
+    /// Whether it has `--bump-revision` / `--mark-compacted`.
+    pub can_bump: bool,
+}
+
+/// The backup being restored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackupRef {
+    pub id: String,
+    pub revision: i64,
+    pub total_key: u64,
+    pub db_size: u64,
+    pub etcd_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Action {
+    /// `None` for actions lifeboat takes itself (fetching, cluster checks).
+    pub member: Option<String>,
+    pub host: String,
+    pub what: String,
+    /// The shell command run on the member's host, if any.
+    pub command: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub number: u8,
+    pub title: String,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub backup: BackupRef,
+    pub initial_cluster: String,
+    pub initial_cluster_token: String,
+    /// The bump that will be applied (0 when a member's tool cannot bump).
+    pub bump_revision: u64,
+    /// Suffix of the moved-aside data dirs, `<data-dir>.lifeboat-<stamp>`.
+    pub stamp: String,
+    pub notes: Vec<String>,
+    pub steps: Vec<Step>,
+}
+
+/// Paths on a member for this restore.
+pub struct MemberPaths {
+    pub snapshot: PathBuf,
+    pub new_dir: PathBuf,
+    pub old_dir: PathBuf,
+}
+
+pub fn member_paths(m: &MemberSpec, backup_id: &str, stamp: &str) -> MemberPaths {
+    let parent = m.data_dir.parent().unwrap_or(Path::new("/"));
+    let suffixed = |suffix: String| {
+        let mut p = m.data_dir.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    MemberPaths {
+        snapshot: parent.join(format!("lifeboat-restore-{backup_id}.db")),
+        new_dir: suffixed(format!(".lifeboat-new-{stamp}")),
+        old_dir: suffixed(format!(".lifeboat-{stamp}")),
+    }
+}
+
+/// The restore command for a member.
+fn restore_command(
+    m: &MemberSpec,
+    probe: Option<&Probe>,
+    paths: &MemberPaths,
+    initial_cluster: &str,
+    token: &str,
+    bump: u64,
+) -> String {
+    let tool = probe
+        .map(|p| p.tool.clone())
+        .or_else(|| m.etcdutl.as_ref().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| "etcdutl".into());
+    let is_etcdctl = Path::new(&tool)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("etcdctl"));
+    let mut words = Vec::new();
+    if is_etcdctl {
+        words.push("ETCDCTL_API=3".to_owned());
+    }
+    words.extend([
+        quote(&tool),
+        "snapshot".into(),
+        "restore".into(),
+        quote(&paths.snapshot.display().to_string()),
+        "--name".into(),
+        quote(&m.name),
+        "--data-dir".into(),
+        quote(&paths.new_dir.display().to_string()),
+        "--initial-cluster".into(),
+        quote(initial_cluster),
+        "--initial-cluster-token".into(),
+        quote(token),
+        "--initial-advertise-peer-urls".into(),
+        quote(&m.peer_url),
+    ]);
+    if bump > 0 {
+        words.extend([
+            "--bump-revision".into(),
+            bump.to_string(),
+            "--mark-compacted".into(),
+        ]);
+    }
+    words.join(" ")
+}
+
+/// Builds the plan. Pure: everything it needs is in its arguments.
+pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &str) -> Plan {
+    let probe_of = |m: &MemberSpec| probes.iter().find(|p| p.member == m.name);
+    let initial_cluster = s.initial_cluster();
+    let mut notes = Vec::new();
+    let cannot_bump: Vec<String> = s
+        .members
+        .iter()
+        .filter(|m| probe_of(m).is_some_and(|p| !p.can_bump))
+        .map(|m| {
+            let p = probe_of(m)
+                .map(|p| format!("{} {}", p.tool, p.version))
+                .unwrap_or_default();
+            format!("{} ({p})", m.name)
+        })
+        .collect();
+    let bump = if s.bump > 0 && !cannot_bump.is_empty() {
+        notes.push(format!(
+            "no revision bump: the restore tool on {} has no --bump-revision (it needs etcd \
+             3.5.10+ or 3.4.27+). Revisions restart at {}, lower than what Kubernetes \
+             clients last saw: informers, kubelets and kube-proxy may keep stale state until \
+             they are restarted; restart them all in step 7 and watch for errors. Install a \
+             newer etcdutl to avoid this.",
+            cannot_bump.join(", "),
+            backup.revision
+        ));
+        0
+    } else {
+        s.bump
+    };
+    if s.bump == 0 {
+        notes.push(
+            "revision bump disabled ([restore] bump-revision = 0): Kubernetes clients may \
+             keep stale state after the restore"
+                .into(),
+        );
+    }
+    let here = |what: String| Action {
+        member: None,
+        host: "local".into(),
+        what,
+        command: None,
+    };
+    let on = |m: &MemberSpec, what: String, command: Option<String>| Action {
+        member: Some(m.name.clone()),
+        host: m.host.to_string(),
+        what,
+        command,
+    };
+    let each = |f: &dyn Fn(&MemberSpec) -> Vec<Action>| -> Vec<Action> {
+        s.members.iter().flat_map(f).collect()
+    };
+
+    let mut steps = Vec::new();
+    steps.push(Step {
+        number: 1,
+        title: "The hosts are back".into(),
+        actions: each(&|m| vec![on(m, "the host answers".into(), Some("true".into()))]),
+    });
+    let mut step2 = each(&|m| {
+        let parent = m.data_dir.parent().unwrap_or(Path::new("/"));
+        let tool = probe_of(m).map_or_else(
+            || "the restore tool (etcdutl, or etcdctl for 3.4) is present".to_owned(),
+            |p| {
+                format!(
+                    "{} {} is present (bump: {})",
+                    p.tool,
+                    p.version,
+                    if p.can_bump { "yes" } else { "no" }
+                )
+            },
+        );
+        vec![
+            on(m, tool, None),
+            on(
+                m,
+                format!(
+                    "{} is writable with at least {} bytes free",
+                    parent.display(),
+                    2 * backup.db_size
+                ),
+                Some(format!(
+                    "test -w {p} && df -Pk {p}",
+                    p = quote(&parent.display().to_string())
+                )),
+            ),
+        ]
+    });
+    step2.push(here(format!(
+        "fetch backup {} once and verify it (sha256s, bbolt, status figures)",
+        backup.id
+    )));
+    steps.push(Step {
+        number: 2,
+        title: "etcd is deployed, the backup is verified".into(),
+        actions: step2,
+    });
+    steps.push(Step {
+        number: 3,
+        title: "Stop the Kubernetes components".into(),
+        actions: each(&|m| match m.kube.stop_script() {
+            None => vec![on(m, "no Kubernetes components configured".into(), None)],
+            Some(stop) => {
+                let mut v = vec![on(m, "stop the Kubernetes components".into(), Some(stop))];
+                if let Some(check) = m.kube.stopped_check() {
+                    v.push(on(m, "check they stopped".into(), Some(check)));
+                }
+                v
+            }
+        }),
+    });
+    steps.push(Step {
+        number: 4,
+        title: "Stop etcd on every member".into(),
+        actions: each(&|m| {
+            let mut v = vec![on(m, "stop etcd".into(), m.etcd.stop_script())];
+            if let Some(check) = m.etcd.stopped_check() {
+                v.push(on(m, "check it stopped".into(), Some(check)));
+            }
+            v.push(on(
+                m,
+                format!("check {} and {} no longer answer", m.client_url, m.peer_url),
+                None,
+            ));
+            v
+        }),
+    });
+    steps.push(Step {
+        number: 5,
+        title: "Restore the same snapshot on every member".into(),
+        actions: each(&|m| {
+            let p = member_paths(m, &backup.id, stamp);
+            let data = quote(&m.data_dir.display().to_string());
+            let new = quote(&p.new_dir.display().to_string());
+            let old = quote(&p.old_dir.display().to_string());
+            vec![
+                on(m, format!("copy the verified snapshot to {}", p.snapshot.display()), None),
+                on(
+                    m,
+                    format!("restore into {}", p.new_dir.display()),
+                    Some(format!(
+                        "if [ -e {new} ]; then mv {new} {new}.partial-$(date +%s); fi && {}",
+                        restore_command(m, probe_of(m), &p, &initial_cluster, &s.token, bump)
+                    )),
+                ),
+                on(
+                    m,
+                    format!(
+                        "move {} aside to {} (kept, never deleted) and put the restored one in place",
+                        m.data_dir.display(),
+                        p.old_dir.display()
+                    ),
+                    Some(format!(
+                        "if [ -e {data} ]; then mv {data} {old}; fi && mv {new} {data}"
+                    )),
+                ),
+            ]
+        }),
+    });
+    let mut step6 = each(&|m| vec![on(m, "start etcd".into(), m.etcd.start_script())]);
+    step6.push(here(format!(
+        "check the cluster: healthy, members exactly {}, one leader, one cluster id, \
+         revision ≥ {}, equal hashkv on every member, {} keys",
+        s.members
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        backup.revision + i64::try_from(bump).unwrap_or(0),
+        backup.total_key
+    )));
+    steps.push(Step {
+        number: 6,
+        title: "Start every member and verify the etcd cluster".into(),
+        actions: step6,
+    });
+    steps.push(Step {
+        number: 7,
+        title: "Start the Kubernetes components".into(),
+        actions: each(&|m| match m.kube.start_script() {
+            None => vec![on(m, "no Kubernetes components configured".into(), None)],
+            Some(start) => vec![on(m, "start the Kubernetes components".into(), Some(start))],
+        }),
+    });
+    let mut step8 = Vec::new();
+    if let Some(h) = &s.kube_health {
+        step8.push(here(format!("the control plane answers: {h}")));
+    }
+    step8.push(here(
+        "compare the live /registry/ inventory with the snapshot's; list the differences".into(),
+    ));
+    steps.push(Step {
+        number: 8,
+        title: "Verify the control plane and the pod data".into(),
+        actions: step8,
+    });
+    Plan {
+        backup: backup.clone(),
+        initial_cluster,
+        initial_cluster_token: s.token.clone(),
+        bump_revision: bump,
+        stamp: stamp.to_owned(),
+        notes,
+        steps,
+    }
+}
+
+/// The numbered runbook `restore plan` prints.
+pub fn render(p: &Plan) -> String {
+    let mut out = format!(
+        "Restore of backup {} (revision {}, {} keys, etcd {}) onto {} members\n\
+         --initial-cluster {} --initial-cluster-token {}{}\n",
+        p.backup.id,
+        p.backup.revision,
+        p.backup.total_key,
+        p.backup.etcd_version,
+        p.initial_cluster.matches('=').count(),
+        p.initial_cluster,
+        p.initial_cluster_token,
+        if p.bump_revision > 0 {
+            format!(" --bump-revision {} --mark-compacted", p.bump_revision)
+        } else {
+            String::new()
+        }
+    );
+    for n in &p.notes {
+        out.push_str(&format!("NOTE: {n}\n"));
+    }
+    for s in &p.steps {
+        out.push_str(&format!("\n{}. {}\n", s.number, s.title));
+        for a in &s.actions {
+            let who = match &a.member {
+                Some(m) => format!("{m} @ {}", a.host),
+                None => "lifeboat".into(),
+            };
+            out.push_str(&format!("   [{who}] {}\n", a.what));
+            if let Some(c) = &a.command {
+                out.push_str(&format!("       $ {c}\n"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> RestoreSettings {
+        let c = crate::config::Config::parse(text).unwrap();
+        RestoreSettings::from_config(&c.restore).unwrap()
+    }
+
+    fn three_with_commands() -> RestoreSettings {
+        let mut text = String::from("[restore]\ninitial-cluster-token = \"prod\"\n");
+        for i in 1..=3 {
+            text.push_str(&format!(
+                "[[restore.members]]\nname = \"m{i}\"\npeer-url = \"http://127.0.0.1:238{i}\"\n\
+                 client-url = \"http://127.0.0.1:237{i}\"\ndata-dir = \"/srv/m{i}/data\"\n\
+                 etcd-start = \"start-etcd m{i}\"\netcd-stop = \"stop-etcd m{i}\"\n\
+                 kube-start = \"start-kube\"\nkube-stop = \"stop-kube\"\n"
+            ));
+        }
+        config(&text)
+    }
+
+    fn backup() -> BackupRef {
+        BackupRef {
+            id: "20261122T054700.123Z-8e4e0ddc".into(),
+            revision: 4242,
+            total_key: 100,
+            db_size: 1 << 20,
+            etcd_version: "3.5.30".into(),
+        }
+    }
+
+    fn probes(can_bump: bool) -> Vec<Probe> {
+        (1..=3)
+            .map(|i| Probe {
+                member: format!("m{i}"),
+                tool: "/usr/bin/etcdutl".into(),
+                version: "3.5.30".into(),
+                can_bump,
+            })
+            .collect()
+    }
+
+    fn commands(p: &Plan, step: u8) -> Vec<String> {
+        p.steps[usize::from(step) - 1]
+            .actions
+            .iter()
+            .filter_map(|a| a.command.clone())
+            .collect()
+    }
+
+    #[test]
+    fn every_member_restores_the_same_file_with_the_same_cluster_and_token() {
+        let s = three_with_commands();
+        let p = make(&s, &backup(), &probes(true), "20261122T060000Z");
+        assert_eq!(p.steps.len(), 8);
+        assert_eq!(
+            p.initial_cluster,
+            "m1=http://127.0.0.1:2381,m2=http://127.0.0.1:2382,m3=http://127.0.0.1:2383"
+        );
+        assert_eq!(p.bump_revision, DEFAULT_BUMP);
+        let restores: Vec<String> = commands(&p, 5)
+            .into_iter()
+            .filter(|c| c.contains("snapshot restore"))
+            .collect();
+        assert_eq!(restores.len(), 3);
+        assert_eq!(
+            restores[0],
+            "if [ -e /srv/m1/data.lifeboat-new-20261122T060000Z ]; then mv \
+             /srv/m1/data.lifeboat-new-20261122T060000Z \
+             /srv/m1/data.lifeboat-new-20261122T060000Z.partial-$(date +%s); fi && \
+             /usr/bin/etcdutl snapshot restore \
+             /srv/m1/lifeboat-restore-20261122T054700.123Z-8e4e0ddc.db --name m1 --data-dir \
+             /srv/m1/data.lifeboat-new-20261122T060000Z --initial-cluster \
+             m1=http://127.0.0.1:2381,m2=http://127.0.0.1:2382,m3=http://127.0.0.1:2383 \
+             --initial-cluster-token prod --initial-advertise-peer-urls http://127.0.0.1:2381 \
+             --bump-revision 1000000000 --mark-compacted"
+        );
+        for r in &restores {
+            assert!(r.contains("--initial-cluster m1=http://127.0.0.1:2381,m2="));
+            assert!(r.contains("--initial-cluster-token prod"));
+            assert!(r.contains("lifeboat-restore-20261122T054700.123Z-8e4e0ddc.db"));
+        }
+        // The old data dir is moved aside, never removed.
+        let swaps: Vec<String> = commands(&p, 5)
+            .into_iter()
+            .filter(|c| c.starts_with("if [ -e /srv/m2/data ]"))
+            .collect();
+        assert_eq!(
+            swaps,
+            ["if [ -e /srv/m2/data ]; then mv /srv/m2/data \
+              /srv/m2/data.lifeboat-20261122T060000Z; fi && mv \
+              /srv/m2/data.lifeboat-new-20261122T060000Z /srv/m2/data"]
+        );
+        assert!(
+            p.steps
+                .iter()
+                .flat_map(|s| &s.actions)
+                .all(|a| a.command.as_deref().is_none_or(|c| !c.contains("rm ")))
+        );
+        assert_eq!(commands(&p, 3), ["stop-kube", "stop-kube", "stop-kube"]);
+        assert_eq!(
+            commands(&p, 4),
+            ["stop-etcd m1", "stop-etcd m2", "stop-etcd m3"]
+        );
+        assert_eq!(
+            commands(&p, 6),
+            ["start-etcd m1", "start-etcd m2", "start-etcd m3"]
+        );
+        assert_eq!(commands(&p, 7), ["start-kube", "start-kube", "start-kube"]);
+        let text = render(&p);
+        assert!(
+            text.contains("\n5. Restore the same snapshot on every member\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[m3 @ local] stop etcd\n       $ stop-etcd m3\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_tool_without_bump_support_means_no_bump_and_says_what_that_means() {
+        let s = three_with_commands();
+        let mut pr = probes(true);
+        pr[1] = Probe {
+            member: "m2".into(),
+            tool: "/usr/bin/etcdctl".into(),
+            version: "3.4.23".into(),
+            can_bump: false,
+        };
+        let p = make(&s, &backup(), &pr, "T");
+        assert_eq!(p.bump_revision, 0);
+        assert!(
+            p.notes[0].contains("m2 (/usr/bin/etcdctl 3.4.23)"),
+            "{:?}",
+            p.notes
+        );
+        assert!(p.notes[0].contains("stale"), "{:?}", p.notes);
+        let restores = commands(&p, 5);
+        assert!(restores.iter().all(|c| !c.contains("--bump-revision")));
+        assert!(
+            restores
+                .iter()
+                .any(|c| c.contains("ETCDCTL_API=3 /usr/bin/etcdctl snapshot restore"))
+        );
+    }
+
+    #[test]
+    fn systemd_and_static_pods_are_stopped_and_checked() {
+        let s = config(
+            "[[restore.members]]\nname = \"cp1\"\npeer-url = \"https://10.0.0.1:2380\"\n\
+             client-url = \"https://10.0.0.1:2379\"\ndata-dir = \"/var/lib/etcd\"\n\
+             host = \"ssh://root@10.0.0.1\"\n\
+             etcd-static-pod-manifest = \"/etc/kubernetes/manifests/etcd.yaml\"\n\
+             kube-static-pod-manifests = [\"/etc/kubernetes/manifests/kube-apiserver.yaml\"]\n\
+             [[restore.members]]\nname = \"cp2\"\npeer-url = \"https://10.0.0.2:2380\"\n\
+             client-url = \"https://10.0.0.2:2379\"\ndata-dir = \"/var/lib/etcd\"\n\
+             etcd-systemd-unit = \"etcd\"\nkube-systemd-units = [\"kubelet\", \"kube-proxy\"]\n",
+        );
+        let p = make(&s, &backup(), &[], "T");
+        assert_eq!(
+            commands(&p, 3),
+            [
+                "if [ -e /etc/kubernetes/manifests/kube-apiserver.yaml ]; then mkdir -p \
+                 /etc/kubernetes/manifests.lifeboat-stopped && mv \
+                 /etc/kubernetes/manifests/kube-apiserver.yaml \
+                 /etc/kubernetes/manifests.lifeboat-stopped/kube-apiserver.yaml; fi",
+                "test -z \"$(crictl ps -q --name '^kube-apiserver$')\"",
+                "systemctl stop kubelet kube-proxy",
+                "! systemctl is-active --quiet kubelet && ! systemctl is-active --quiet kube-proxy",
+            ]
+        );
+        assert_eq!(
+            commands(&p, 6),
+            [
+                "if [ -e /etc/kubernetes/manifests.lifeboat-stopped/etcd.yaml ]; then mv \
+                 /etc/kubernetes/manifests.lifeboat-stopped/etcd.yaml \
+                 /etc/kubernetes/manifests/etcd.yaml; fi",
+                "systemctl start etcd",
+            ]
+        );
+        assert_eq!(p.steps[2].actions[0].host, "ssh://root@10.0.0.1");
+        // Without probes the tool is assumed to be etcdutl on the PATH.
+        assert!(commands(&p, 5)[0].contains("etcdutl snapshot restore"));
+    }
+
+    #[test]
+    fn bad_member_descriptions_are_clear_errors() {
+        let base = "[[restore.members]]\nname = \"m1\"\npeer-url = \"http://a:2380\"\n\
+                    client-url = \"http://a:2379\"\ndata-dir = \"/var/lib/etcd\"\n";
+        let err = |extra: &str| {
+            let c = crate::config::Config::parse(&format!("{base}{extra}")).unwrap();
+            RestoreSettings::from_config(&c.restore).unwrap_err()
+        };
+        assert!(err("").contains("say how etcd is controlled"));
+        assert!(err("etcd-start = \"x\"\n").contains("go together"));
+        assert!(
+            err("etcd-systemd-unit = \"etcd\"\netcd-start = \"x\"\netcd-stop = \"y\"\n")
+                .contains("choose one way")
+        );
+        assert!(err("etcd-systemd-unit = \"etcd\"\nhost = \"cp1\"\n").contains("ssh://"));
+        let c = crate::config::Config::parse("[restore]\n").unwrap();
+        assert!(
+            RestoreSettings::from_config(&c.restore)
+                .unwrap_err()
+                .contains("no [[restore.members]]")
+        );
+        let twice =
+            format!("{base}etcd-systemd-unit = \"etcd\"\n{base}etcd-systemd-unit = \"etcd\"\n");
+        let c = crate::config::Config::parse(&twice).unwrap();
+        assert!(
+            RestoreSettings::from_config(&c.restore)
+                .unwrap_err()
+                .contains("twice")
+        );
+    }
+}
