@@ -96,6 +96,29 @@ pub enum Command {
 pub enum RestoreCommand {
     /// Print the eight-step runbook with the exact commands; changes nothing.
     Plan(RestorePlanArgs),
+    /// Carry the plan out on every member (stops Kubernetes and etcd!).
+    Run(Box<RestoreRunArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreRunArgs {
+    #[command(flatten)]
+    pub plan: RestorePlanArgs,
+    /// Really do it: stop Kubernetes and etcd everywhere and restore.
+    #[arg(long)]
+    pub yes: bool,
+    /// Continue an interrupted run of the same backup after fixing what stopped it.
+    #[arg(long, conflicts_with = "from_step")]
+    pub resume: bool,
+    /// Start at this step (1-8), for steps already done by hand.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub from_step: Option<u8>,
+    /// TLS and credentials for checking the restored members, as etcdctl's flags (the
+    /// endpoints are the members' client URLs).
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +269,8 @@ pub enum Failure {
     Output(#[source] std::io::Error),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
+    #[error("restore stopped: {0}")]
+    Restore(String),
 }
 
 impl Failure {
@@ -438,6 +463,136 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
     })
 }
 
+/// The plan after probing every member; members that could not be probed are named in
+/// its notes (the plan is still worth reading; `restore run` stops at step 2).
+async fn planned(
+    settings: &crate::restore::plan::RestoreSettings,
+    backup: &crate::restore::plan::BackupRef,
+    stamp: &str,
+) -> crate::restore::plan::Plan {
+    let mut probes = Vec::new();
+    let mut failed = Vec::new();
+    for m in &settings.members {
+        match crate::restore::probe(m, settings.step_timeout).await {
+            Ok(p) => probes.push(p),
+            Err(e) => failed.push(e),
+        }
+    }
+    let mut p = crate::restore::plan::make(settings, backup, &probes, stamp);
+    p.notes
+        .extend(failed.into_iter().map(|e| format!("preflight failed: {e}")));
+    p
+}
+
+fn restore_run(
+    cli: &Cli,
+    args: &RestoreRunArgs,
+    config: &Config,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    use crate::restore::plan;
+    use crate::restore::run::{Journal, Runner, Source};
+    let settings = plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
+    let rt = runtime()?;
+    let backup = restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
+    let journal_path = Journal::path(&settings.state_dir, &backup.id);
+    let existing = Journal::load(&journal_path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let journal = match (existing, args.resume) {
+        (Some(j), true) if !j.finished => j,
+        (Some(_), true) | (None, true) => {
+            return Err(Failure::Usage(format!(
+                "--resume: no interrupted restore of {} in {}",
+                backup.id,
+                settings.state_dir.display()
+            )));
+        }
+        (Some(j), false) if !j.finished && args.from_step.is_none() => {
+            return Err(Failure::Usage(format!(
+                "a restore of {} was interrupted ({}); continue it with --resume, or start \
+                 at a step with --from-step N",
+                backup.id,
+                j.failed.as_deref().unwrap_or("no failure recorded")
+            )));
+        }
+        (previous, false) => {
+            if previous.is_some() {
+                let kept = journal_path.with_extension(format!(
+                    "json.{}",
+                    chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+                ));
+                std::fs::rename(&journal_path, &kept).map_err(Failure::Output)?;
+            }
+            Journal {
+                backup: backup.id.clone(),
+                stamp: chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string(),
+                started_at: chrono::Utc::now().to_rfc3339(),
+                ..Journal::default()
+            }
+        }
+    };
+    let p = rt.block_on(planned(&settings, &backup, &journal.stamp));
+    if !args.yes {
+        write!(out, "{}", plan::render(&p)).map_err(Failure::Output)?;
+        return Err(Failure::Usage(
+            "this stops Kubernetes and etcd on every member: add --yes to carry the plan out"
+                .into(),
+        ));
+    }
+    for n in &p.notes {
+        eprintln!("NOTE: {n}");
+    }
+    let mut etcd = EtcdSettings::resolve(&args.etcd, &config.etcd)?;
+    etcd.endpoints = settings
+        .members
+        .iter()
+        .map(|m| m.client_url.clone())
+        .collect();
+    let path = std::path::Path::new(&args.plan.backup);
+    let source = if path.is_file() {
+        Source::File(path.to_path_buf())
+    } else {
+        let repo = open_repository(&args.plan.storage, config)?;
+        let manifest = rt.block_on(repo.manifest(&backup.id))?;
+        Source::Stored {
+            repo,
+            manifest: Box::new(manifest),
+            identities: identities(&args.identity, config)?,
+        }
+    };
+    let runner = Runner {
+        settings,
+        etcd,
+        source,
+    };
+    let from = if args.resume {
+        1
+    } else {
+        args.from_step.unwrap_or(1)
+    };
+    let report = rt
+        .block_on(runner.run(&p, &journal_path, journal, from))
+        .map_err(|e| Failure::Restore(e.to_string()))?;
+    match cli.write_out {
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"backup": p.backup, "report": report})
+        ),
+        _ => writeln!(
+            out,
+            "restored {} on {} members: cluster {}, revision {}, hashkv {}, {} keys; {} /registry/ resources differ",
+            p.backup.id,
+            runner.settings.members.len(),
+            report.cluster_id.as_deref().unwrap_or("?"),
+            report.revision.unwrap_or(0),
+            report.hashkv.map_or("?".into(), |h| h.to_string()),
+            report.keys.unwrap_or(0),
+            report.inventory_differences.len()
+        ),
+    }
+    .map_err(Failure::Output)
+}
+
 /// The backup a restore uses: a snapshot file, or a backup in the storage.
 fn restore_backup_ref(
     which: &str,
@@ -459,6 +614,7 @@ fn restore_backup_ref(
                 .map_or("snapshot".into(), |s| s.to_string_lossy().into_owned()),
             revision: status.revision,
             total_key: status.total_key,
+            live_keys: status.live_keys,
             db_size: status.total_size,
             etcd_version: "unknown (a snapshot file)".into(),
         });
@@ -469,6 +625,7 @@ fn restore_backup_ref(
         id: m.id,
         revision: m.revision,
         total_key: m.total_key,
+        live_keys: m.live_keys,
         db_size: m.db_size,
         etcd_version: m.etcd_version,
     })
@@ -568,26 +725,13 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             Ok(())
         }
         Command::Restore(RestoreCommand::Plan(args)) => {
-            use crate::restore::{self, plan};
+            use crate::restore::plan;
             let settings =
                 plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
             let rt = runtime()?;
             let backup = restore_backup_ref(&args.backup, &args.storage, config, &rt)?;
-            let probes = rt.block_on(async {
-                let mut found = Vec::new();
-                for m in &settings.members {
-                    found.push(restore::probe(m, settings.step_timeout).await);
-                }
-                found
-            });
-            let (ok, failed): (Vec<_>, Vec<_>) = probes.into_iter().partition(Result::is_ok);
-            let ok: Vec<_> = ok.into_iter().filter_map(Result::ok).collect();
             let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-            let mut p = plan::make(&settings, &backup, &ok, &stamp);
-            // The plan is still worth reading; `restore run` would stop at step 2.
-            for e in failed.into_iter().filter_map(Result::err) {
-                p.notes.push(format!("preflight failed: {e}"));
-            }
+            let p = rt.block_on(planned(&settings, &backup, &stamp));
             match cli.write_out {
                 Format::Json => writeln!(
                     out,
@@ -598,6 +742,7 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
                 _ => write!(out, "{}", plan::render(&p)).map_err(Failure::Output),
             }
         }
+        Command::Restore(RestoreCommand::Run(args)) => restore_run(cli, args, config, out),
         Command::Snapshot(SnapshotCommand::Status(args)) => {
             let options = ScanOptions {
                 verify_trailer: !args.skip_hash_check,

@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::GetOptions;
 use serde_json::Value;
 use support::etcd::Cluster;
 use support::lifeboat::{
@@ -19,21 +17,6 @@ use support::restored::Restored;
 use support::s3::SeaweedFs;
 use support::tools::{self, EtcdVersion};
 use support::workload;
-
-/// Every key and value in the cluster.
-fn dump(endpoints: Vec<String>) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    support::runtime().block_on(async {
-        let mut c = workload::connect_endpoints(endpoints, None).await;
-        let resp = c
-            .get("", Some(GetOptions::new().with_all_keys()))
-            .await
-            .expect("get all keys");
-        resp.kvs()
-            .iter()
-            .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-            .collect()
-    })
-}
 
 /// Fills a cluster with data worth backing up.
 fn fill(cluster: &Cluster) {
@@ -80,7 +63,7 @@ fn round_trip(
 ) -> Value {
     let cluster = Cluster::start(version, 3);
     fill(&cluster);
-    let expected = dump(cluster.endpoints());
+    let expected = workload::dump(cluster.endpoints());
     let endpoints = cluster.endpoints().join(",");
     let mut backup_args = vec![
         "backup",
@@ -167,7 +150,7 @@ fn round_trip(
     assert_eq!(reference["totalKey"], manifest["total_key"]);
 
     let restored = Restored::start(version, &file);
-    let got = dump(vec![restored.endpoint.clone()]);
+    let got = workload::dump(vec![restored.endpoint.clone()]);
     assert_eq!(got.len(), expected.len(), "key count after restore");
     assert!(
         got == expected,

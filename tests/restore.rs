@@ -150,3 +150,263 @@ fn plan_refuses_a_config_without_members() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[[restore.members]]"));
 }
+
+/// Processes a restore test started through `etcd-start`/`kube-start` commands (recorded in
+/// pid files); killed when the test ends. They also die by themselves (`timeout`).
+struct PidFiles(Vec<std::path::PathBuf>);
+
+impl Drop for PidFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            if let Ok(text) = std::fs::read_to_string(p)
+                && let Ok(pid) = text.trim().parse::<i32>()
+            {
+                // SAFETY: kill(2) on a process this test started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+fn sh_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The eight steps for real: a 3-member cluster loses two members after a backup, and
+/// `restore run` brings all three back from it.
+fn disaster(version: EtcdVersion, fault: bool) {
+    let mut cluster = Cluster::start(version, 3);
+    support::runtime().block_on(async {
+        let mut c = support::workload::connect(&cluster).await;
+        support::workload::kubernetes_like(&mut c, 3, 20).await;
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("backups").display());
+    let endpoints = cluster.endpoints().join(",");
+    ok(run(lifeboat(
+        &["backup", "--endpoints", &endpoints, "--storage", &storage],
+        &[],
+    )));
+    let at_backup = support::workload::dump(cluster.endpoints());
+    let list: Value = serde_json::from_str(&ok(run(lifeboat(
+        &["list", "--storage", &storage, "-w", "json"],
+        &[],
+    ))))
+    .expect("list");
+    let backup_revision = list[0]["revision"].as_i64().expect("revision");
+    // Writes after the backup: the restore must take them away.
+    cluster.etcdctl_ok(&["put", "/registry/pods/default/late", "after the backup"]);
+    cluster.etcdctl_ok(&["del", "/registry/pods/default/pod-0-0"]);
+    // Lose the majority.
+    cluster.kill(1);
+    cluster.kill(2);
+
+    let events = dir.path().join("events");
+    let tool = match version.etcdutl() {
+        Some(u) => u,
+        None => version.etcdctl(),
+    };
+    let mut pid_files = Vec::new();
+    let mut text = format!(
+        "[restore]\ninitial-cluster-token = \"restored\"\nstate-dir = \"{}\"\n\
+         step-timeout = \"60s\"\n",
+        dir.path().join("state").display()
+    );
+    for (i, m) in cluster.members().iter().enumerate() {
+        let pid = dir.path().join(format!("etcd-{i}.pid"));
+        let kube_pid = dir.path().join(format!("kube-{i}.pid"));
+        // The survivor is the bench's own process; the others are gone.
+        if let Some(p) = m.pid() {
+            std::fs::write(&pid, p.to_string()).expect("pid file");
+        }
+        let args: Vec<String> = m
+            .args()
+            .iter()
+            .map(|a| sh_word(&a.to_string_lossy()))
+            .collect();
+        let fault_file = dir.path().join("fault");
+        let fail_first = if fault && i == 2 {
+            format!("if [ -e {} ]; then exit 7; fi; ", fault_file.display())
+        } else {
+            String::new()
+        };
+        let etcd_start = format!(
+            "{fail_first}echo start-etcd-{i} >> {ev}; nohup timeout 600 {etcd} {args} >> {log} \
+             2>&1 & echo $! > {pid}",
+            ev = events.display(),
+            etcd = version.etcd().display(),
+            args = args.join(" "),
+            log = m.log_path.display(),
+            pid = pid.display()
+        );
+        let etcd_stop = format!(
+            // Gone, or a zombie (the survivor is a child of the test's bench).
+            "echo stop-etcd-{i} >> {ev}; if [ -f {pid} ]; then p=$(cat {pid}); kill $p 2>/dev/null; \
+             while [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null; \
+             do sleep 0.1; done; fi; true",
+            ev = events.display(),
+            pid = pid.display()
+        );
+        let kube_start = format!(
+            "echo start-kube-{i} >> {ev}; nohup timeout 600 sleep 600 >/dev/null 2>&1 & echo $! > {kp}",
+            ev = events.display(),
+            kp = kube_pid.display()
+        );
+        let kube_stop = format!(
+            "echo stop-kube-{i} >> {ev}; if [ -f {kp} ]; then kill $(cat {kp}) 2>/dev/null; fi; true",
+            ev = events.display(),
+            kp = kube_pid.display()
+        );
+        text.push_str(&format!(
+            "[[restore.members]]\nname = \"{}\"\npeer-url = \"{}\"\nclient-url = \"{}\"\n\
+             data-dir = \"{}\"\netcdutl = \"{}\"\netcd-start = {}\netcd-stop = {}\n\
+             kube-start = {}\nkube-stop = {}\n",
+            m.name,
+            m.peer_url,
+            m.client_url,
+            m.data_dir.display(),
+            tool.display(),
+            toml_string(&etcd_start),
+            toml_string(&etcd_stop),
+            toml_string(&kube_start),
+            toml_string(&kube_stop),
+        ));
+        pid_files.push(pid);
+        pid_files.push(kube_pid.clone());
+        // The Kubernetes stand-ins run before the disaster.
+        let out = std::process::Command::new("sh")
+            .args(["-c", &kube_start])
+            .output()
+            .expect("start stand-in");
+        assert!(out.status.success());
+    }
+    let _guard = PidFiles(pid_files);
+    std::fs::remove_file(&events).expect("reset events");
+    let config = dir.path().join("restore.toml");
+    std::fs::write(&config, text).expect("config");
+    let config = config.to_str().expect("utf-8");
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "run",
+            "--config",
+            config,
+            "--storage",
+            &storage,
+            "--backup",
+            "latest",
+            "--yes",
+            "-w",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        run(lifeboat(&args, &[]))
+    };
+
+    if fault {
+        std::fs::write(dir.path().join("fault"), b"").expect("fault");
+        let out = restore(&[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("step 6") && err.contains("m2") && err.contains("exited with 7"),
+            "{err}"
+        );
+        assert!(err.contains("--resume"), "{err}");
+        // Without --resume, an interrupted run is not started over.
+        let again = restore(&[]);
+        assert_eq!(again.status.code(), Some(2));
+        std::fs::remove_file(dir.path().join("fault")).expect("fix the fault");
+    }
+    let out = restore(if fault { &["--resume"] } else { &[] });
+    let report: Value = serde_json::from_str(&ok(out)).expect("report JSON");
+
+    // Every key and value as at the backup; the later writes are gone.
+    let now = support::workload::dump(cluster.endpoints());
+    assert_eq!(now.len(), at_backup.len());
+    assert!(
+        now == at_backup,
+        "the restored data differs from the backup"
+    );
+    // Three healthy members of one cluster with equal hashkv (checked by step 6, reported).
+    let r = &report["report"];
+    assert!(r["hashkv"].is_u64(), "{report}");
+    assert_eq!(r["keys"].as_u64(), Some(at_backup.len() as u64));
+    let revision = r["revision"].as_i64().expect("revision");
+    if version
+        .etcdutl()
+        .is_some_and(|_| version == EtcdVersion::V3_5_30)
+    {
+        assert!(
+            revision >= backup_revision + 1_000_000_000,
+            "not bumped: {revision}"
+        );
+    } else {
+        assert!(
+            revision >= backup_revision && revision < 1_000_000_000,
+            "{revision}"
+        );
+    }
+    let status = support::workload::dump(vec![cluster.members()[2].client_url.clone()]);
+    assert_eq!(
+        status.len(),
+        at_backup.len(),
+        "member m2 serves the data too"
+    );
+    // The old data directories are kept beside the new ones.
+    for m in cluster.members() {
+        let parent = m.data_dir.parent().expect("parent");
+        let name = m
+            .data_dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let kept = std::fs::read_dir(parent)
+            .expect("read dir")
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{name}.lifeboat-2"))
+            });
+        assert!(kept, "old data dir of {} not kept", m.name);
+    }
+    // Kubernetes stopped (step 3) before etcd (step 4); etcd started (step 6) before
+    // Kubernetes (step 7).
+    let events = std::fs::read_to_string(&events).expect("events");
+    let pos = |what: &str| -> Vec<usize> {
+        events
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with(what))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (ks, es, est, kst) = (
+        pos("stop-kube"),
+        pos("stop-etcd"),
+        pos("start-etcd"),
+        pos("start-kube"),
+    );
+    assert_eq!((ks.len(), es.len(), kst.len()), (3, 3, 3), "{events}");
+    assert!(ks.iter().max() < es.iter().min(), "{events}");
+    assert!(est.iter().max() < kst.iter().min(), "{events}");
+    assert!(es.iter().max() < est.iter().min(), "{events}");
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[test]
+fn disaster_recovery_3_5_30_with_a_fault_and_resume() {
+    disaster(EtcdVersion::V3_5_30, true);
+}
+
+#[test]
+fn disaster_recovery_3_4_23() {
+    disaster(EtcdVersion::V3_4_23, false);
+}

@@ -6,6 +6,7 @@
 //! - [`transport`]: running a member's commands here or over ssh.
 
 pub mod plan;
+pub mod run;
 pub mod transport;
 
 use std::time::Duration;

@@ -297,8 +297,35 @@ pub struct BackupRef {
     pub id: String,
     pub revision: i64,
     pub total_key: u64,
+    /// Distinct live keys: what a `get --prefix ""` counts after the restore.
+    pub live_keys: u64,
     pub db_size: u64,
     pub etcd_version: String,
+}
+
+/// What carrying out an action means.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Kind {
+    /// Run `command` on the member's host; it must succeed.
+    Run,
+    /// Nothing to do (said for completeness).
+    Note,
+    /// Find the member's restore tool, its version and bump support.
+    Probe,
+    /// Copy the verified snapshot to this path on the member.
+    Copy { to: PathBuf },
+    /// Wait until these URLs no longer accept connections.
+    PortsClosed { urls: Vec<String> },
+    /// Fetch the backup once and verify it.
+    Fetch,
+    /// Wait for the restored cluster and check it (members, leader, ids, revision,
+    /// hashkv, keys).
+    ClusterCheck,
+    /// Run the `kube-health` command (or GET its URL) until it succeeds.
+    KubeHealth { check: String },
+    /// Compare the live `/registry/` inventory with the snapshot's.
+    Inventory,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -307,8 +334,10 @@ pub struct Action {
     pub member: Option<String>,
     pub host: String,
     pub what: String,
-    /// The shell command run on the member's host, if any.
+    /// The shell command run on the member's host, for [`Kind::Run`].
     pub command: Option<String>,
+    #[serde(flatten)]
+    pub kind: Kind,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -346,7 +375,8 @@ pub fn member_paths(m: &MemberSpec, backup_id: &str, stamp: &str) -> MemberPaths
         PathBuf::from(p)
     };
     MemberPaths {
-        snapshot: parent.join(format!("lifeboat-restore-{backup_id}.db")),
+        // Named per member too: members may share a disk (and a parent directory).
+        snapshot: parent.join(format!("lifeboat-restore-{backup_id}-{}.db", m.name)),
         new_dir: suffixed(format!(".lifeboat-new-{stamp}")),
         old_dir: suffixed(format!(".lifeboat-{stamp}")),
     }
@@ -435,17 +465,28 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
                 .into(),
         );
     }
-    let here = |what: String| Action {
+    let here = |what: String, kind: Kind| Action {
         member: None,
         host: "local".into(),
         what,
         command: None,
+        kind,
     };
-    let on = |m: &MemberSpec, what: String, command: Option<String>| Action {
+    let act = |m: &MemberSpec, what: String, kind: Kind| Action {
         member: Some(m.name.clone()),
         host: m.host.to_string(),
         what,
+        command: None,
+        kind,
+    };
+    let on = |m: &MemberSpec, what: String, command: Option<String>| Action {
+        kind: if command.is_some() {
+            Kind::Run
+        } else {
+            Kind::Note
+        },
         command,
+        ..act(m, what, Kind::Note)
     };
     let each = |f: &dyn Fn(&MemberSpec) -> Vec<Action>| -> Vec<Action> {
         s.members.iter().flat_map(f).collect()
@@ -471,7 +512,7 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
             },
         );
         vec![
-            on(m, tool, None),
+            act(m, tool, Kind::Probe),
             on(
                 m,
                 format!(
@@ -486,10 +527,13 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
             ),
         ]
     });
-    step2.push(here(format!(
-        "fetch backup {} once and verify it (sha256s, bbolt, status figures)",
-        backup.id
-    )));
+    step2.push(here(
+        format!(
+            "fetch backup {} once and verify it (sha256s, bbolt, status figures)",
+            backup.id
+        ),
+        Kind::Fetch,
+    ));
     steps.push(Step {
         number: 2,
         title: "etcd is deployed, the backup is verified".into(),
@@ -517,10 +561,12 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
             if let Some(check) = m.etcd.stopped_check() {
                 v.push(on(m, "check it stopped".into(), Some(check)));
             }
-            v.push(on(
+            v.push(act(
                 m,
                 format!("check {} and {} no longer answer", m.client_url, m.peer_url),
-                None,
+                Kind::PortsClosed {
+                    urls: vec![m.client_url.clone(), m.peer_url.clone()],
+                },
             ));
             v
         }),
@@ -534,7 +580,13 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
             let new = quote(&p.new_dir.display().to_string());
             let old = quote(&p.old_dir.display().to_string());
             vec![
-                on(m, format!("copy the verified snapshot to {}", p.snapshot.display()), None),
+                act(
+                    m,
+                    format!("copy the verified snapshot to {}", p.snapshot.display()),
+                    Kind::Copy {
+                        to: p.snapshot.clone(),
+                    },
+                ),
                 on(
                     m,
                     format!("restore into {}", p.new_dir.display()),
@@ -558,17 +610,20 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
         }),
     });
     let mut step6 = each(&|m| vec![on(m, "start etcd".into(), m.etcd.start_script())]);
-    step6.push(here(format!(
-        "check the cluster: healthy, members exactly {}, one leader, one cluster id, \
-         revision ≥ {}, equal hashkv on every member, {} keys",
-        s.members
-            .iter()
-            .map(|m| m.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        backup.revision + i64::try_from(bump).unwrap_or(0),
-        backup.total_key
-    )));
+    step6.push(here(
+        format!(
+            "check the cluster: healthy, members exactly {}, one leader, one cluster id, \
+             revision ≥ {}, equal hashkv on every member, {} live keys",
+            s.members
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            backup.revision + i64::try_from(bump).unwrap_or(0),
+            backup.live_keys
+        ),
+        Kind::ClusterCheck,
+    ));
     steps.push(Step {
         number: 6,
         title: "Start every member and verify the etcd cluster".into(),
@@ -584,10 +639,14 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
     });
     let mut step8 = Vec::new();
     if let Some(h) = &s.kube_health {
-        step8.push(here(format!("the control plane answers: {h}")));
+        step8.push(here(
+            format!("the control plane answers: {h}"),
+            Kind::KubeHealth { check: h.clone() },
+        ));
     }
     step8.push(here(
         "compare the live /registry/ inventory with the snapshot's; list the differences".into(),
+        Kind::Inventory,
     ));
     steps.push(Step {
         number: 8,
@@ -669,6 +728,7 @@ mod tests {
             id: "20261122T054700.123Z-8e4e0ddc".into(),
             revision: 4242,
             total_key: 100,
+            live_keys: 90,
             db_size: 1 << 20,
             etcd_version: "3.5.30".into(),
         }
@@ -714,7 +774,7 @@ mod tests {
              /srv/m1/data.lifeboat-new-20261122T060000Z \
              /srv/m1/data.lifeboat-new-20261122T060000Z.partial-$(date +%s); fi && \
              /usr/bin/etcdutl snapshot restore \
-             /srv/m1/lifeboat-restore-20261122T054700.123Z-8e4e0ddc.db --name m1 --data-dir \
+             /srv/m1/lifeboat-restore-20261122T054700.123Z-8e4e0ddc-m1.db --name m1 --data-dir \
              /srv/m1/data.lifeboat-new-20261122T060000Z --initial-cluster \
              m1=http://127.0.0.1:2381,m2=http://127.0.0.1:2382,m3=http://127.0.0.1:2383 \
              --initial-cluster-token prod --initial-advertise-peer-urls http://127.0.0.1:2381 \
@@ -723,7 +783,7 @@ mod tests {
         for r in &restores {
             assert!(r.contains("--initial-cluster m1=http://127.0.0.1:2381,m2="));
             assert!(r.contains("--initial-cluster-token prod"));
-            assert!(r.contains("lifeboat-restore-20261122T054700.123Z-8e4e0ddc.db"));
+            assert!(r.contains("/lifeboat-restore-20261122T054700.123Z-8e4e0ddc-m"));
         }
         // The old data dir is moved aside, never removed.
         let swaps: Vec<String> = commands(&p, 5)

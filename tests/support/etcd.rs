@@ -45,6 +45,11 @@ pub struct Member {
 }
 
 impl Member {
+    /// The etcd command-line arguments this member runs with.
+    pub fn args(&self) -> &[OsString] {
+        &self.args
+    }
+
     /// PID while the member's process is running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -696,3 +696,18 @@ pub fn live_keys_via_etcdctl(cluster: &Cluster, prefix: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Every key and value in the cluster (blocking; for comparing before and after).
+pub fn dump(endpoints: Vec<String>) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    super::runtime().block_on(async {
+        let mut c = connect_endpoints(endpoints, None).await;
+        let resp = c
+            .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+            .await
+            .expect("get all keys");
+        resp.kvs()
+            .iter()
+            .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+            .collect()
+    })
+}

@@ -1,0 +1,551 @@
+//! `restore run`: carries out a [`Plan`] step by step, recording every action in a
+//! journal so that a run stopped by a fault can be resumed once the fault is fixed.
+//!
+//! Within a step, the members' actions run in parallel (each member's in order), then
+//! lifeboat's own (checks of the whole cluster). The first failure stops the run, naming
+//! the step, the member and the reason; the journal keeps what was done, and `--resume`
+//! skips it. Every action can be repeated safely: stops and starts are idempotent, the
+//! restore moves a half-written directory aside before writing a new one, the old data
+//! directory is moved only if it is still there.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{Action, Kind, MemberSpec, Plan, RestoreSettings};
+use super::transport;
+use crate::encryption::Identities;
+use crate::etcd::{self, EtcdSettings};
+use crate::repository::{Manifest, Repository};
+
+/// Where the backup comes from.
+pub enum Source {
+    File(PathBuf),
+    Stored {
+        repo: Repository,
+        manifest: Box<Manifest>,
+        identities: Option<Arc<Identities>>,
+    },
+}
+
+/// What a run needs besides the plan.
+pub struct Runner {
+    pub settings: RestoreSettings,
+    /// How to reach the restored members (TLS, credentials); endpoints are replaced by
+    /// the members' client URLs.
+    pub etcd: EtcdSettings,
+    pub source: Source,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(
+        "step {step} failed on {member}: {what}: {reason}\n\
+         Fix the cause, then run again with --resume (the journal is {journal})."
+    )]
+    Step {
+        step: u8,
+        member: String,
+        what: String,
+        reason: String,
+        journal: PathBuf,
+    },
+    #[error("restore journal {path}: {reason}")]
+    Journal { path: PathBuf, reason: String },
+}
+
+/// The record of one run: what is done, and where it stopped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Journal {
+    pub backup: String,
+    /// The plan's stamp, so a resumed run uses the same directory names.
+    pub stamp: String,
+    pub started_at: String,
+    pub done: BTreeSet<String>,
+    pub failed: Option<String>,
+    pub finished: bool,
+}
+
+impl Journal {
+    pub fn path(state_dir: &Path, backup: &str) -> PathBuf {
+        state_dir.join(format!("restore-{backup}.json"))
+    }
+
+    pub fn load(path: &Path) -> Result<Option<Journal>, RestoreError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| RestoreError::Journal {
+                        path: path.to_path_buf(),
+                        reason: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RestoreError::Journal {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<(), RestoreError> {
+        let err = |e: std::io::Error| RestoreError::Journal {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).unwrap_or_default();
+        std::fs::write(&tmp, text).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
+fn key(step: u8, who: &str, index: usize) -> String {
+    format!("{step}/{who}/{index}")
+}
+
+/// What the run found, for the summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub cluster_id: Option<String>,
+    pub revision: Option<i64>,
+    pub hashkv: Option<u32>,
+    pub keys: Option<i64>,
+    /// `/registry/` resources whose object count differs between the snapshot and the
+    /// live cluster after step 8: (resource, in snapshot, live).
+    pub inventory_differences: Vec<(String, u64, u64)>,
+    pub steps_run: Vec<u8>,
+}
+
+impl Runner {
+    /// The verified snapshot on this host.
+    fn local_snapshot(&self, journal: &Journal) -> PathBuf {
+        match &self.source {
+            Source::File(p) => p.clone(),
+            Source::Stored { .. } => self
+                .settings
+                .state_dir
+                .join(format!("{}-{}.db", journal.backup, journal.stamp)),
+        }
+    }
+
+    /// Runs `plan` from `from_step`, skipping what `journal` says is done.
+    pub async fn run(
+        &self,
+        plan: &Plan,
+        journal_path: &Path,
+        mut journal: Journal,
+        from_step: u8,
+    ) -> Result<Report, RestoreError> {
+        let mut report = Report::default();
+        journal.failed = None;
+        journal.save(journal_path)?;
+        for step in plan.steps.iter().filter(|s| s.number >= from_step) {
+            // Steps 5 and 8 need the verified snapshot here, also when step 2 ran in an
+            // earlier run or by hand (--from-step).
+            if (step.number == 5 || step.number == 8) && !self.local_snapshot(&journal).exists() {
+                self.fetch(&journal)
+                    .await
+                    .map_err(|reason| RestoreError::Step {
+                        step: step.number,
+                        member: "lifeboat".into(),
+                        what: "fetch and verify the backup".into(),
+                        reason,
+                        journal: journal_path.to_path_buf(),
+                    })?;
+            }
+            tracing::info!(step = step.number, title = %step.title, "restore step");
+            eprintln!("step {}: {}", step.number, step.title);
+            let mut by_member: BTreeMap<&str, Vec<(usize, &Action)>> = BTreeMap::new();
+            let mut ours = Vec::new();
+            for (i, a) in step.actions.iter().enumerate() {
+                match &a.member {
+                    Some(m) => by_member.entry(m.as_str()).or_default().push((i, a)),
+                    None => ours.push((i, a)),
+                }
+            }
+            let journal_view = &journal;
+            let results = futures::future::join_all(by_member.iter().map(|(name, actions)| {
+                let member = self.settings.members.iter().find(|m| m.name == *name);
+                async move {
+                    let mut done = Vec::new();
+                    for (i, a) in actions {
+                        let k = key(step.number, name, *i);
+                        if journal_view.done.contains(&k) {
+                            continue;
+                        }
+                        let Some(member) = member else { break };
+                        if let Err(reason) = self.member_action(member, a, journal_view).await {
+                            return (done, Some((name.to_string(), a.what.clone(), reason)));
+                        }
+                        done.push(k);
+                    }
+                    (done, None)
+                }
+            }))
+            .await;
+            let mut failure = None;
+            for (done, failed) in results {
+                journal.done.extend(done);
+                if failure.is_none() {
+                    failure = failed;
+                }
+            }
+            if failure.is_none() {
+                for (i, a) in ours {
+                    let k = key(step.number, "lifeboat", i);
+                    if journal.done.contains(&k) {
+                        continue;
+                    }
+                    match self.own_action(plan, a, &journal, &mut report).await {
+                        Ok(()) => {
+                            journal.done.insert(k);
+                        }
+                        Err(reason) => {
+                            failure = Some(("lifeboat".into(), a.what.clone(), reason));
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some((member, what, reason)) = failure {
+                journal.failed = Some(format!("step {}, {member}: {what}: {reason}", step.number));
+                journal.save(journal_path)?;
+                return Err(RestoreError::Step {
+                    step: step.number,
+                    member,
+                    what,
+                    reason,
+                    journal: journal_path.to_path_buf(),
+                });
+            }
+            journal.save(journal_path)?;
+            report.steps_run.push(step.number);
+        }
+        journal.finished = true;
+        journal.save(journal_path)?;
+        Ok(report)
+    }
+
+    async fn member_action(
+        &self,
+        m: &MemberSpec,
+        a: &Action,
+        journal: &Journal,
+    ) -> Result<(), String> {
+        let limit = self.settings.step_timeout;
+        match &a.kind {
+            Kind::Note => Ok(()),
+            Kind::Run => {
+                let command = a.command.as_deref().unwrap_or("true");
+                let ran = transport::run(&m.host.shell(command), limit).await?;
+                if ran.success {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`{command}` exited with {}: {}",
+                        ran.code.map_or("a signal".into(), |c| c.to_string()),
+                        ran.tail()
+                    ))
+                }
+            }
+            Kind::Probe => super::probe(m, limit).await.map(|_| ()),
+            Kind::Copy { to } => {
+                let from = self.local_snapshot(journal);
+                let ran = transport::run(&m.host.copy(&from, to), limit).await?;
+                if ran.success {
+                    Ok(())
+                } else {
+                    Err(format!("copying {} failed: {}", from.display(), ran.tail()))
+                }
+            }
+            Kind::PortsClosed { urls } => wait_closed(urls, limit).await,
+            Kind::Fetch | Kind::ClusterCheck | Kind::KubeHealth { .. } | Kind::Inventory => {
+                Err("not a member action".into())
+            }
+        }
+    }
+
+    async fn own_action(
+        &self,
+        plan: &Plan,
+        a: &Action,
+        journal: &Journal,
+        report: &mut Report,
+    ) -> Result<(), String> {
+        match &a.kind {
+            Kind::Fetch => self.fetch(journal).await,
+            Kind::ClusterCheck => self.check_cluster(plan, report).await,
+            Kind::KubeHealth { check } => self.kube_health(check).await,
+            Kind::Inventory => self.inventory(journal, report).await,
+            Kind::Note => Ok(()),
+            _ => Err("not an action lifeboat takes itself".into()),
+        }
+    }
+
+    /// Step 2: the backup, fetched once and verified; a snapshot file is verified where
+    /// it is.
+    async fn fetch(&self, journal: &Journal) -> Result<(), String> {
+        let out = self.local_snapshot(journal);
+        match &self.source {
+            Source::File(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::snapshot::scan(
+                        &path,
+                        crate::snapshot::ScanOptions {
+                            verify_trailer: true,
+                        },
+                    )
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            }
+            Source::Stored {
+                repo,
+                manifest,
+                identities,
+            } => {
+                if out.exists() {
+                    // A resumed run: fetched (and verified) before, but not recorded.
+                    std::fs::rename(&out, out.with_extension("db.old"))
+                        .map_err(|e| e.to_string())?;
+                }
+                if let Some(dir) = out.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                }
+                crate::fetch::fetch(repo, manifest, &out, identities.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Step 6: wait for the restored cluster, then check it.
+    async fn check_cluster(&self, plan: &Plan, report: &mut Report) -> Result<(), String> {
+        let deadline = Instant::now() + self.settings.step_timeout;
+        let min_revision = plan.backup.revision + i64::try_from(plan.bump_revision).unwrap_or(0);
+        loop {
+            match self.cluster_once(plan, min_revision).await {
+                Ok(found) => {
+                    *report = Report {
+                        steps_run: std::mem::take(&mut report.steps_run),
+                        ..found
+                    };
+                    return Ok(());
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster not ready yet");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn cluster_once(&self, plan: &Plan, min_revision: i64) -> Result<Report, String> {
+        let planned: BTreeSet<&str> = self
+            .settings
+            .members
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        let mut statuses = Vec::new();
+        let mut clients = Vec::new();
+        for m in &self.settings.members {
+            let mut client = etcd::connect_one(&self.etcd, &m.client_url)
+                .await
+                .map_err(|e| format!("{}: {e}", m.name))?;
+            let st = etcd::member_status(&mut client, &m.client_url)
+                .await
+                .map_err(|e| format!("{}: {e}", m.name))?;
+            let list = client
+                .member_list()
+                .await
+                .map_err(|e| format!("{}: member list: {}", m.name, etcd::describe(&e)))?;
+            let names: BTreeSet<&str> = list.members().iter().map(|x| x.name()).collect();
+            if names != planned {
+                return Err(format!(
+                    "{} lists members {names:?}, not the planned {planned:?}",
+                    m.name
+                ));
+            }
+            statuses.push((m.name.clone(), st));
+            clients.push(client);
+        }
+        let leaders: BTreeSet<u64> = statuses.iter().map(|(_, s)| s.leader).collect();
+        if leaders.len() != 1 || leaders.contains(&0) {
+            return Err(format!(
+                "the members do not agree on one leader: {leaders:x?}"
+            ));
+        }
+        let clusters: BTreeSet<u64> = statuses.iter().map(|(_, s)| s.cluster_id).collect();
+        if clusters.len() != 1 {
+            return Err(format!(
+                "the members report different cluster ids: {clusters:x?}"
+            ));
+        }
+        for (name, s) in &statuses {
+            if s.header_revision < min_revision {
+                return Err(format!(
+                    "{name} is at revision {}, below the backup's {min_revision}",
+                    s.header_revision
+                ));
+            }
+        }
+        let at = statuses
+            .iter()
+            .map(|(_, s)| s.header_revision)
+            .min()
+            .unwrap_or(0);
+        let mut hashes = BTreeMap::new();
+        for (client, (name, _)) in clients.iter_mut().zip(&statuses) {
+            let h = client
+                .hash_kv(at)
+                .await
+                .map_err(|e| format!("{name}: hashkv: {}", etcd::describe(&e)))?;
+            hashes.insert(name.clone(), h.hash());
+        }
+        let distinct: BTreeSet<u32> = hashes.values().copied().collect();
+        if distinct.len() != 1 {
+            return Err(format!(
+                "hashkv at revision {at} differs between members: {hashes:?}"
+            ));
+        }
+        let count = clients[0]
+            .get(
+                "",
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_all_keys()
+                        .with_count_only(),
+                ),
+            )
+            .await
+            .map_err(|e| format!("counting keys: {}", etcd::describe(&e)))?
+            .count();
+        if u64::try_from(count).ok() != Some(plan.backup.live_keys) {
+            return Err(format!(
+                "the cluster holds {count} keys, the backup {}",
+                plan.backup.live_keys
+            ));
+        }
+        Ok(Report {
+            cluster_id: Some(format!("{:x}", statuses[0].1.cluster_id)),
+            revision: Some(at),
+            hashkv: distinct.into_iter().next(),
+            keys: Some(count),
+            ..Report::default()
+        })
+    }
+
+    /// Step 8: the operator's health check, retried until the step timeout.
+    async fn kube_health(&self, check: &str) -> Result<(), String> {
+        let command = if check.starts_with("http://") || check.starts_with("https://") {
+            format!("curl -fsS --max-time 10 {}", transport::quote(check))
+        } else {
+            check.to_owned()
+        };
+        let argv = super::transport::Host::Local.shell(&command);
+        let deadline = Instant::now() + self.settings.step_timeout;
+        loop {
+            let ran = transport::run(&argv, Duration::from_secs(30)).await?;
+            if ran.success {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("`{command}` still fails: {}", ran.tail()));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Step 8: objects per Kubernetes resource, snapshot against the live cluster.
+    async fn inventory(&self, journal: &Journal, report: &mut Report) -> Result<(), String> {
+        let path = self.local_snapshot(journal);
+        let (_, index) = tokio::task::spawn_blocking(move || {
+            crate::snapshot::scan(
+                &path,
+                crate::snapshot::ScanOptions {
+                    verify_trailer: false,
+                },
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for k in index.keys.keys() {
+            if let Some((resource, _)) = crate::snapshot::inventory::kubernetes_resource(k) {
+                counts.entry(resource).or_default().0 += 1;
+            }
+        }
+        let endpoint = &self.settings.members[0].client_url;
+        let mut client = etcd::connect_one(&self.etcd, endpoint)
+            .await
+            .map_err(|e| e.to_string())?;
+        let live = client
+            .get(
+                "/registry/",
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only(),
+                ),
+            )
+            .await
+            .map_err(|e| format!("listing /registry/: {}", etcd::describe(&e)))?;
+        for kv in live.kvs() {
+            if let Some((resource, _)) = crate::snapshot::inventory::kubernetes_resource(kv.key()) {
+                counts.entry(resource).or_default().1 += 1;
+            }
+        }
+        report.inventory_differences = counts
+            .into_iter()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(r, (a, b))| (r, a, b))
+            .collect();
+        for (r, a, b) in &report.inventory_differences {
+            eprintln!("  /registry/ {r}: {a} in the snapshot, {b} live");
+        }
+        Ok(())
+    }
+}
+
+/// Waits until no URL accepts a TCP connection.
+async fn wait_closed(urls: &[String], limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut open = Vec::new();
+        for u in urls {
+            let addr = u
+                .split_once("://")
+                .map_or(u.as_str(), |(_, r)| r)
+                .trim_end_matches('/');
+            let connect = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+                open.push(u.as_str());
+            }
+        }
+        if open.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "still answering after {} s: {} (is etcd really stopped?)",
+                limit.as_secs(),
+                open.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
