@@ -98,6 +98,28 @@ pub enum RestoreCommand {
     Plan(RestorePlanArgs),
     /// Carry the plan out on every member (stops Kubernetes and etcd!).
     Run(Box<RestoreRunArgs>),
+    /// Prove a backup restores: into a throw-away single-member etcd on loopback.
+    Drill(Box<RestoreDrillArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreDrillArgs {
+    #[command(flatten)]
+    pub plan: RestorePlanArgs,
+    /// The etcd binary to start (default: `etcd` on the PATH).
+    #[arg(long, value_name = "PATH")]
+    pub etcd_binary: Option<PathBuf>,
+    /// The restore tool, etcdutl or (3.4) etcdctl (default: found on the PATH).
+    #[arg(long, value_name = "PATH")]
+    pub etcdutl: Option<PathBuf>,
+    /// Where the scratch directory goes (default: [backup] spool-dir, else the temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+    /// Credentials, if the backed-up cluster has auth enabled (as etcdctl's flags).
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 #[derive(Debug, Args)]
@@ -491,7 +513,7 @@ fn restore_run(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     use crate::restore::plan;
-    use crate::restore::run::{Journal, Runner, Source};
+    use crate::restore::run::{Journal, Runner};
     let settings = plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
     let rt = runtime()?;
     let backup = restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
@@ -547,18 +569,14 @@ fn restore_run(
         .iter()
         .map(|m| m.client_url.clone())
         .collect();
-    let path = std::path::Path::new(&args.plan.backup);
-    let source = if path.is_file() {
-        Source::File(path.to_path_buf())
-    } else {
-        let repo = open_repository(&args.plan.storage, config)?;
-        let manifest = rt.block_on(repo.manifest(&backup.id))?;
-        Source::Stored {
-            repo,
-            manifest: Box::new(manifest),
-            identities: identities(&args.identity, config)?,
-        }
-    };
+    let source = restore_source(
+        &args.plan.backup,
+        &args.plan.storage,
+        &args.identity,
+        config,
+        &rt,
+        &backup.id,
+    )?;
     let runner = Runner {
         settings,
         etcd,
@@ -588,6 +606,86 @@ fn restore_run(
             report.hashkv.map_or("?".into(), |h| h.to_string()),
             report.keys.unwrap_or(0),
             report.inventory_differences.len()
+        ),
+    }
+    .map_err(Failure::Output)
+}
+
+/// A snapshot file, or a backup in the storage with what it takes to fetch it.
+fn restore_source(
+    which: &str,
+    storage: &StorageArgs,
+    identity: &IdentityArgs,
+    config: &Config,
+    rt: &tokio::runtime::Runtime,
+    id: &str,
+) -> Result<crate::restore::run::Source, Failure> {
+    use crate::restore::run::Source;
+    let path = std::path::Path::new(which);
+    if path.is_file() {
+        return Ok(Source::File(path.to_path_buf()));
+    }
+    let repo = open_repository(storage, config)?;
+    let manifest = rt.block_on(repo.manifest(id))?;
+    Ok(Source::Stored {
+        repo,
+        manifest: Box::new(manifest),
+        identities: identities(identity, config)?,
+    })
+}
+
+fn restore_drill(
+    cli: &Cli,
+    args: &RestoreDrillArgs,
+    config: &Config,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    use crate::restore::{self, drill};
+    let rt = runtime()?;
+    let backup = restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
+    let source = restore_source(
+        &args.plan.backup,
+        &args.plan.storage,
+        &args.identity,
+        config,
+        &rt,
+        &backup.id,
+    )?;
+    let missing =
+        |what: &str| Failure::Usage(format!("{what} not found on the PATH: give --{what}"));
+    let options = drill::DrillOptions {
+        etcd: match &args.etcd_binary {
+            Some(p) => p.clone(),
+            None => restore::find_on_path(&["etcd"]).ok_or_else(|| missing("etcd-binary"))?,
+        },
+        etcdutl: match &args.etcdutl {
+            Some(p) => p.clone(),
+            None => {
+                restore::find_on_path(&["etcdutl", "etcdctl"]).ok_or_else(|| missing("etcdutl"))?
+            }
+        },
+        scratch: args
+            .scratch_dir
+            .clone()
+            .or_else(|| config.backup.spool_dir.clone())
+            .unwrap_or_else(std::env::temp_dir),
+        timeout: Duration::from_secs(60),
+    };
+    let etcd = EtcdSettings::resolve(&args.etcd, &config.etcd)?;
+    let report = rt
+        .block_on(drill::drill(&source, &backup, &etcd, &options))
+        .map_err(|e| Failure::Restore(format!("drill of {}: {e}", backup.id)))?;
+    match cli.write_out {
+        Format::Json => writeln!(out, "{}", serde_json::json!(report)),
+        _ => writeln!(
+            out,
+            "drill of {} passed: restored with {} into a single-member etcd, revision {}, {} keys, hashkv {} as in the snapshot ({:.1} s)",
+            report.backup,
+            options.etcdutl.display(),
+            report.revision,
+            report.keys,
+            report.hash_kv,
+            report.seconds
         ),
     }
     .map_err(Failure::Output)
@@ -743,6 +841,7 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             }
         }
         Command::Restore(RestoreCommand::Run(args)) => restore_run(cli, args, config, out),
+        Command::Restore(RestoreCommand::Drill(args)) => restore_drill(cli, args, config, out),
         Command::Snapshot(SnapshotCommand::Status(args)) => {
             let options = ScanOptions {
                 verify_trailer: !args.skip_hash_check,

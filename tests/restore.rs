@@ -410,3 +410,101 @@ fn disaster_recovery_3_5_30_with_a_fault_and_resume() {
 fn disaster_recovery_3_4_23() {
     disaster(EtcdVersion::V3_4_23, false);
 }
+
+/// A drill restores a backup into a throw-away member and checks revision, keys and
+/// hashkv; with overwrites, deletes, leases and a compaction in the history.
+fn drill(version: EtcdVersion) {
+    let cluster = Cluster::start(version, 1);
+    support::runtime().block_on(async {
+        let mut c = support::workload::connect(&cluster).await;
+        let k8s = support::workload::kubernetes_like(&mut c, 3, 20).await;
+        let some: Vec<String> = k8s.keys.iter().take(10).cloned().collect();
+        support::workload::overwrites(&mut c, &some, 3).await;
+        support::workload::deletes(&mut c, "/registry/pods/", 5).await;
+        support::workload::leases(&mut c, 3).await;
+        support::workload::compaction(&mut c).await;
+        support::workload::overwrites(&mut c, &some, 1).await;
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("backups").display());
+    let endpoints = cluster.endpoints().join(",");
+    ok(run(lifeboat(
+        &["backup", "--endpoints", &endpoints, "--storage", &storage],
+        &[],
+    )));
+    let etcdutl = version.etcdutl().unwrap_or_else(|| version.etcdctl());
+    let drill = |backup: &str| {
+        run(lifeboat(
+            &[
+                "restore",
+                "drill",
+                "--storage",
+                &storage,
+                "--backup",
+                backup,
+                "--etcd-binary",
+                version.etcd().to_str().unwrap(),
+                "--etcdutl",
+                etcdutl.to_str().unwrap(),
+                "--scratch-dir",
+                dir.path().to_str().unwrap(),
+                "-w",
+                "json",
+            ],
+            &[],
+        ))
+    };
+    let report: Value = serde_json::from_str(&ok(drill("latest"))).expect("drill JSON");
+    let list: Value = serde_json::from_str(&ok(run(lifeboat(
+        &["list", "--storage", &storage, "-w", "json"],
+        &[],
+    ))))
+    .expect("list");
+    let m = &list[0];
+    assert_eq!(report["backup"], m["id"]);
+    assert_eq!(report["keys"], m["live_keys"], "{report}");
+    assert!(
+        report["revision"].as_i64() >= m["revision"].as_i64(),
+        "{report}"
+    );
+    // The hashkv of the source member at the backup's revision is the drill's.
+    let out = cluster.etcdctl_ok(&["endpoint", "hashkv", "-w", "json"]);
+    let live: Value = serde_json::from_str(&out).expect("hashkv JSON");
+    assert_eq!(
+        report["hash_kv"].as_u64(),
+        live[0]["HashKV"]["hash"].as_u64(),
+        "{report} vs {live}"
+    );
+    // Nothing is left in the scratch directory.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("lifeboat-drill")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // A corrupted snapshot file fails the drill with a reason.
+    let bad = dir.path().join("bad.db");
+    let snap = cluster.snapshot_save(0, dir.path().join("good.db"));
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&bad, bytes).unwrap();
+    let out = drill(bad.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.db") && err.contains("sha256"), "{err}");
+}
+
+#[test]
+fn drill_3_5_30() {
+    drill(EtcdVersion::V3_5_30);
+}
+
+#[test]
+fn drill_3_4_23() {
+    drill(EtcdVersion::V3_4_23);
+}

@@ -5,6 +5,7 @@
 //!   preflight found; printed by `restore plan`.
 //! - [`transport`]: running a member's commands here or over ssh.
 
+pub mod drill;
 pub mod plan;
 pub mod run;
 pub mod transport;
@@ -61,5 +62,15 @@ pub async fn probe(m: &MemberSpec, limit: Duration) -> Result<Probe, String> {
         tool,
         version,
         can_bump: ran.stdout.lines().any(|l| l.trim() == "BUMP=yes"),
+    })
+}
+
+/// The first of `names` found on this host's PATH.
+pub fn find_on_path(names: &[&str]) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|n| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(n))
+            .find(|p| p.is_file())
     })
 }

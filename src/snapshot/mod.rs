@@ -9,6 +9,7 @@
 
 pub mod db;
 pub mod error;
+pub mod hashkv;
 pub mod inventory;
 pub mod mvcc;
 pub mod page;

@@ -1,0 +1,243 @@
+//! `restore drill`: proves a backup restores, without touching the cluster. The backup
+//! is fetched and verified, restored with the real `etcdutl` into a scratch directory,
+//! started as a single-member etcd on free loopback ports, and checked: its revision, its
+//! key count and its `HashKV` must be what the snapshot holds. Then it is stopped and the
+//! scratch directory removed.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::plan::BackupRef;
+use super::run::Source;
+use crate::etcd::{self, EtcdSettings};
+
+/// The binaries and the place a drill uses.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    pub etcd: PathBuf,
+    /// `etcdutl`, or `etcdctl` for 3.4.
+    pub etcdutl: PathBuf,
+    /// The scratch directory is created below this one.
+    pub scratch: PathBuf,
+    /// How long etcd may take to come up.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    pub backup: String,
+    pub revision: i64,
+    pub keys: i64,
+    pub hash_kv: u32,
+    pub seconds: f64,
+}
+
+/// A scratch directory removed on drop (it holds only what the drill made).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+/// Runs the drill. `etcd_settings` supplies credentials (a snapshot keeps its users);
+/// TLS is not used for the loopback member.
+pub async fn drill(
+    source: &Source,
+    backup: &BackupRef,
+    etcd_settings: &EtcdSettings,
+    o: &DrillOptions,
+) -> Result<DrillReport, String> {
+    let t0 = Instant::now();
+    let dir = o.scratch.join(format!(
+        "lifeboat-drill-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("scratch {}: {e}", dir.display()))?;
+    let scratch = Scratch(dir.clone());
+
+    // 1. The verified snapshot.
+    let snapshot = match source {
+        Source::File(p) => p.clone(),
+        Source::Stored {
+            repo,
+            manifest,
+            identities,
+        } => {
+            let out = dir.join("snapshot.db");
+            crate::fetch::fetch(repo, manifest, &out, identities.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            out
+        }
+    };
+    let scan_path = snapshot.clone();
+    let (status, hash_kv) = tokio::task::spawn_blocking(move || {
+        let (status, _) =
+            crate::snapshot::scan(&scan_path, crate::snapshot::ScanOptions::default())?;
+        let hash = crate::snapshot::hashkv::hash_kv(&scan_path)?;
+        Ok::<_, crate::snapshot::SnapshotError>((status, hash))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+
+    // 2. Restored with the real tool, single member, loopback.
+    let (client_port, peer_port) = (free_port()?, free_port()?);
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let data = dir.join("data");
+    let mut restore = tokio::process::Command::new(&o.etcdutl);
+    if is_etcdctl(&o.etcdutl) {
+        restore.env("ETCDCTL_API", "3");
+    }
+    let restored = restore
+        .args(["snapshot", "restore"])
+        .arg(&snapshot)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--name", "drill", "--initial-cluster"])
+        .arg(format!("drill={peer_url}"))
+        .arg("--initial-advertise-peer-urls")
+        .arg(&peer_url)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", o.etcdutl.display()))?;
+    if !restored.status.success() {
+        return Err(format!(
+            "{} snapshot restore failed: {}",
+            o.etcdutl.display(),
+            String::from_utf8_lossy(&restored.stderr).trim()
+        ));
+    }
+
+    // 3. Started.
+    let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(&o.etcd)
+        .args(["--name", "drill", "--data-dir"])
+        .arg(&data)
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=drill={peer_url}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", o.etcd.display()))?;
+
+    // 4. Checked against the snapshot.
+    let mut s = etcd_settings.clone();
+    s.endpoints = vec![client_url.clone()];
+    s.cacert = None;
+    s.cert = None;
+    s.key = None;
+    s.insecure_skip_tls_verify = false;
+    let checked = check(&s, &client_url, &status, hash_kv, o.timeout, &dir).await;
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    drop(scratch);
+    let (revision, keys, hash_kv) = checked?;
+    Ok(DrillReport {
+        backup: backup.id.clone(),
+        revision,
+        keys,
+        hash_kv,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+fn is_etcdctl(tool: &Path) -> bool {
+    tool.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("etcdctl"))
+}
+
+async fn check(
+    s: &EtcdSettings,
+    url: &str,
+    status: &crate::snapshot::Status,
+    expected_hash: u32,
+    timeout: Duration,
+    dir: &Path,
+) -> Result<(i64, i64, u32), String> {
+    let deadline = Instant::now() + timeout;
+    let (mut client, st) = loop {
+        let attempt = async {
+            let mut c = etcd::connect_one(s, url).await?;
+            let st = etcd::member_status(&mut c, url).await?;
+            Ok::<_, etcd::EtcdError>((c, st))
+        };
+        match attempt.await {
+            Ok(found) => break found,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(format!("{e}; etcd's log: {}", log_tail(dir))),
+        }
+    };
+    let expected_revision = [
+        status.revision,
+        status.finished_compact_revision.unwrap_or(0),
+        status.scheduled_compact_revision.unwrap_or(0),
+        1,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1);
+    if st.header_revision != expected_revision {
+        return Err(format!(
+            "the restored member is at revision {}, the snapshot at {expected_revision}",
+            st.header_revision
+        ));
+    }
+    let count = client
+        .get(
+            "",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_all_keys()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .map_err(|e| format!("counting keys: {}", etcd::describe(&e)))?
+        .count();
+    if u64::try_from(count).ok() != Some(status.live_keys) {
+        return Err(format!(
+            "the restored member holds {count} keys, the snapshot {}",
+            status.live_keys
+        ));
+    }
+    let hash = client
+        .hash_kv(0)
+        .await
+        .map_err(|e| format!("hashkv: {}", etcd::describe(&e)))?
+        .hash();
+    if hash != expected_hash {
+        return Err(format!(
+            "the restored member's hashkv is {hash}, the snapshot's {expected_hash}"
+        ));
+    }
+    Ok((st.header_revision, count, hash))
+}
+
+fn log_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
