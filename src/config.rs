@@ -46,6 +46,9 @@ pub struct RestoreConfig {
     pub kube_health: Option<String>,
     /// How long a stop or start may take before the step fails (default `120s`).
     pub step_timeout: Option<String>,
+    /// An ssh_config file for the `ssh://` members (`ssh -F`): identity file, known
+    /// hosts, user, jump hosts. Default: the invoking user's ~/.ssh/config.
+    pub ssh_config: Option<PathBuf>,
     #[serde(default)]
     pub members: Vec<RestoreMember>,
 }

@@ -191,7 +191,8 @@ impl RestoreSettings {
         }
         let mut members = Vec::new();
         for m in &c.members {
-            let spec = member(m)?;
+            let mut spec = member(m)?;
+            spec.host = spec.host.with_ssh_config(c.ssh_config.as_deref());
             if members.iter().any(|o: &MemberSpec| o.name == spec.name) {
                 return Err(format!(
                     "[[restore.members]] name {:?} appears twice",

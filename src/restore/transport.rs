@@ -17,6 +17,9 @@ pub enum Host {
         user: Option<String>,
         host: String,
         port: Option<u16>,
+        /// An ssh_config file (`ssh -F`): identity, known hosts, jump hosts...
+        #[serde(skip_serializing_if = "Option::is_none")]
+        config: Option<std::path::PathBuf>,
     },
 }
 
@@ -53,7 +56,23 @@ impl Host {
             user,
             host: host.to_owned(),
             port,
+            config: None,
         })
+    }
+
+    /// Uses this ssh_config file for ssh and scp (`[restore] ssh-config`).
+    pub fn with_ssh_config(self, file: Option<&Path>) -> Host {
+        match self {
+            Host::Ssh {
+                user, host, port, ..
+            } => Host::Ssh {
+                user,
+                host,
+                port,
+                config: file.map(Path::to_path_buf),
+            },
+            local => local,
+        }
     }
 
     fn destination(&self) -> Option<String> {
@@ -70,8 +89,8 @@ impl Host {
     pub fn shell(&self, script: &str) -> Vec<String> {
         match self {
             Host::Local => vec!["sh".into(), "-c".into(), script.to_owned()],
-            Host::Ssh { port, .. } => {
-                let mut argv = ssh_options("ssh", *port, "-p");
+            Host::Ssh { port, config, .. } => {
+                let mut argv = ssh_options("ssh", *port, "-p", config.as_deref());
                 argv.push(self.destination().unwrap_or_default());
                 // ssh hands the remote command to the remote user's shell as one string.
                 argv.push("--".into());
@@ -90,8 +109,8 @@ impl Host {
                 local.display().to_string(),
                 remote.display().to_string(),
             ],
-            Host::Ssh { port, .. } => {
-                let mut argv = ssh_options("scp", *port, "-P");
+            Host::Ssh { port, config, .. } => {
+                let mut argv = ssh_options("scp", *port, "-P", config.as_deref());
                 argv.push("-q".into());
                 argv.push("--".into());
                 argv.push(local.display().to_string());
@@ -121,14 +140,23 @@ impl std::fmt::Display for Host {
     }
 }
 
-fn ssh_options(program: &str, port: Option<u16>, port_flag: &str) -> Vec<String> {
-    let mut argv = vec![
-        program.to_owned(),
+fn ssh_options(
+    program: &str,
+    port: Option<u16>,
+    port_flag: &str,
+    config: Option<&Path>,
+) -> Vec<String> {
+    let mut argv = vec![program.to_owned()];
+    if let Some(c) = config {
+        argv.push("-F".into());
+        argv.push(c.display().to_string());
+    }
+    argv.extend([
         "-o".into(),
         "BatchMode=yes".into(),
         "-o".into(),
         "ConnectTimeout=10".into(),
-    ];
+    ]);
     if let Some(p) = port {
         argv.push(port_flag.into());
         argv.push(p.to_string());
@@ -207,7 +235,8 @@ mod tests {
             Host::Ssh {
                 user: Some("root".into()),
                 host: "10.0.0.2".into(),
-                port: Some(2222)
+                port: Some(2222),
+                config: None,
             }
         );
         assert_eq!(h.to_string(), "ssh://root@10.0.0.2:2222");
@@ -261,6 +290,22 @@ mod tests {
                 "root@cp2:/var/lib/s.db"
             ]
         );
+    }
+
+    #[test]
+    fn an_ssh_config_file_goes_first() {
+        let ssh = Host::parse(Some("ssh://cp2"))
+            .unwrap()
+            .with_ssh_config(Some(Path::new("/etc/lifeboat/ssh_config")));
+        assert_eq!(
+            ssh.shell("true")[..3],
+            ["ssh", "-F", "/etc/lifeboat/ssh_config"]
+        );
+        assert_eq!(
+            ssh.copy(Path::new("/a"), Path::new("/b"))[..3],
+            ["scp", "-F", "/etc/lifeboat/ssh_config"]
+        );
+        assert_eq!(ssh.to_string(), "ssh://cp2");
     }
 
     #[test]
