@@ -517,6 +517,7 @@ fn restore_run(
     let settings = plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
     let rt = runtime()?;
     let backup = restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
+    plan::check_membership(&settings, &backup).map_err(Failure::Usage)?;
     let journal_path = Journal::path(&settings.state_dir, &backup.id);
     let existing = Journal::load(&journal_path).map_err(|e| Failure::Usage(e.to_string()))?;
     let journal = match (existing, args.resume) {
@@ -713,6 +714,7 @@ fn restore_backup_ref(
             revision: status.revision,
             total_key: status.total_key,
             live_keys: status.live_keys,
+            members: status.members.clone(),
             db_size: status.total_size,
             etcd_version: "unknown (a snapshot file)".into(),
         });
@@ -724,6 +726,7 @@ fn restore_backup_ref(
         revision: m.revision,
         total_key: m.total_key,
         live_keys: m.live_keys,
+        members: m.members.clone(),
         db_size: m.db_size,
         etcd_version: m.etcd_version,
     })
@@ -828,6 +831,7 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
                 plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
             let rt = runtime()?;
             let backup = restore_backup_ref(&args.backup, &args.storage, config, &rt)?;
+            plan::check_membership(&settings, &backup).map_err(Failure::Usage)?;
             let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
             let p = rt.block_on(planned(&settings, &backup, &stamp));
             match cli.write_out {

@@ -49,6 +49,8 @@ pub struct RestoreConfig {
     /// An ssh_config file for the `ssh://` members (`ssh -F`): identity file, known
     /// hosts, user, jump hosts. Default: the invoking user's ~/.ssh/config.
     pub ssh_config: Option<PathBuf>,
+    /// Allow restoring into members other than those in the snapshot (default false).
+    pub new_membership: Option<bool>,
     #[serde(default)]
     pub members: Vec<RestoreMember>,
 }

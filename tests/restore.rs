@@ -10,7 +10,9 @@ use support::tools::EtcdVersion;
 
 /// A config with one local member per tool.
 fn config(dir: &std::path::Path, tools: &[String]) -> String {
-    let mut text = String::from("[restore]\ninitial-cluster-token = \"drill\"\n");
+    // The snapshot comes from a 1-member cluster: these members are a new membership.
+    let mut text =
+        String::from("[restore]\ninitial-cluster-token = \"drill\"\nnew-membership = true\n");
     for (i, tool) in tools.iter().enumerate() {
         text.push_str(&format!(
             "[[restore.members]]\nname = \"m{i}\"\npeer-url = \"http://127.0.0.1:{}\"\n\
@@ -118,13 +120,33 @@ fn plan_follows_what_each_members_restore_tool_can_do() {
 
     // A member without the tool: the plan still prints, and says preflight failed there.
     let p = plan(
-        &config(dir.path(), &[etcdutl, "/nonexistent/etcdutl".into()]),
+        &config(
+            dir.path(),
+            &[etcdutl.clone(), "/nonexistent/etcdutl".into()],
+        ),
         &snapshot,
     );
     let notes = p["notes"].to_string();
     assert!(
         notes.contains("preflight failed") && notes.contains("/nonexistent/etcdutl"),
         "{notes}"
+    );
+
+    // A config that does not describe the backup's members is caught, unless on purpose.
+    let cfg = config(dir.path(), &[etcdutl.clone(), etcdutl.clone()]);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("new-membership = true\n", "");
+    std::fs::write(&cfg, text).unwrap();
+    let out = run(lifeboat(
+        &["restore", "plan", "--config", &cfg, "--backup", &snapshot],
+        &[],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("2 member(s)") && err.contains("\"m0\"") && err.contains("new-membership"),
+        "{err}"
     );
 
     // The backup's figures come from the snapshot file; nothing on disk changed.
@@ -226,14 +248,31 @@ fn disaster(version: EtcdVersion, fault: bool) {
             .iter()
             .map(|a| sh_word(&a.to_string_lossy()))
             .collect();
-        let fault_file = dir.path().join("fault");
-        let fail_first = if fault && i == 2 {
-            format!("if [ -e {} ]; then exit 7; fi; ", fault_file.display())
+        // Member 2's restore tool fails while a fault file exists (step 5).
+        let member_tool = if fault && i == 2 {
+            let wrapper = dir.path().join("etcdutl-with-fault");
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\nif [ \"$1 $2\" = \"snapshot restore\" ] && [ \"$3\" != --help ] \
+                     && [ -e {fault} ]; then echo 'injected fault: disk full' >&2; exit 7; fi\n\
+                     exec {tool} \"$@\"\n",
+                    fault = dir.path().join("fault").display(),
+                    tool = tool.display()
+                ),
+            )
+            .expect("wrapper");
+            std::fs::set_permissions(
+                &wrapper,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .expect("chmod");
+            wrapper
         } else {
-            String::new()
+            tool.clone()
         };
         let etcd_start = format!(
-            "{fail_first}echo start-etcd-{i} >> {ev}; nohup timeout 600 {etcd} {args} >> {log} \
+            "echo start-etcd-{i} >> {ev}; nohup timeout 600 {etcd} {args} >> {log} \
              2>&1 & echo $! > {pid}",
             ev = events.display(),
             etcd = version.etcd().display(),
@@ -267,7 +306,7 @@ fn disaster(version: EtcdVersion, fault: bool) {
             m.peer_url,
             m.client_url,
             m.data_dir.display(),
-            tool.display(),
+            member_tool.display(),
             toml_string(&etcd_start),
             toml_string(&etcd_stop),
             toml_string(&kube_start),
@@ -311,7 +350,7 @@ fn disaster(version: EtcdVersion, fault: bool) {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
-            err.contains("step 6") && err.contains("m2") && err.contains("exited with 7"),
+            err.contains("step 5") && err.contains("m2") && err.contains("injected fault"),
             "{err}"
         );
         assert!(err.contains("--resume"), "{err}");
@@ -320,7 +359,33 @@ fn disaster(version: EtcdVersion, fault: bool) {
         assert_eq!(again.status.code(), Some(2));
         std::fs::remove_file(dir.path().join("fault")).expect("fix the fault");
     }
-    let out = restore(if fault { &["--resume"] } else { &[] });
+    let mut resume = fault;
+    if !fault {
+        // A damaged backup is refused in step 2, before anything is stopped.
+        let object = std::fs::read_dir(dir.path().join("backups/default/snapshots"))
+            .expect("snapshots dir")
+            .flatten()
+            .map(|e| e.path())
+            .next()
+            .expect("a stored object");
+        let good = std::fs::read(&object).expect("read object");
+        let mut bad = good.clone();
+        let n = bad.len();
+        bad[n / 2] ^= 0x01;
+        std::fs::write(&object, &bad).expect("damage");
+        let out = restore(&[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("step 2"), "{err}");
+        assert!(
+            !events.exists() || std::fs::read_to_string(&events).unwrap().is_empty(),
+            "something was stopped: {:?}",
+            std::fs::read_to_string(&events)
+        );
+        std::fs::write(&object, &good).expect("repair");
+        resume = true;
+    }
+    let out = restore(if resume { &["--resume"] } else { &[] });
     let report: Value = serde_json::from_str(&ok(out)).expect("report JSON");
 
     // Every key and value as at the backup; the later writes are gone.

@@ -244,6 +244,7 @@ pub async fn run(
         hash: status.hash,
         total_key: status.total_key,
         live_keys: status.live_keys,
+        members: status.members.clone(),
         object: StoredObject {
             key: key.clone(),
             size: stored.size,

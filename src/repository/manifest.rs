@@ -36,6 +36,10 @@ pub struct Manifest {
     pub hash: u32,
     pub total_key: u64,
     pub live_keys: u64,
+    /// Names of the cluster's members inside the snapshot, so a restore can check it
+    /// rebuilds the same membership. Absent in manifests written before it existed.
+    #[serde(default)]
+    pub members: Vec<String>,
     pub object: StoredObject,
     pub lifeboat_version: String,
 }

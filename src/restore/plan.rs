@@ -171,6 +171,8 @@ pub struct MemberSpec {
 /// `[restore]`, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreSettings {
+    /// `[restore] new-membership`: members may differ from the snapshot's.
+    pub new_membership: bool,
     pub token: String,
     /// The bump asked for (0: none).
     pub bump: u64,
@@ -206,7 +208,20 @@ impl RestoreSettings {
                 .ok_or_else(|| format!("[restore] step-timeout {t:?} is not a duration"))?,
             None => Duration::from_secs(120),
         };
+        for (what, url) in [("peer-url", 0), ("client-url", 1)] {
+            let mut seen = std::collections::BTreeSet::new();
+            for m in &members {
+                let u = if url == 0 { &m.peer_url } else { &m.client_url };
+                if !seen.insert(u.clone()) {
+                    return Err(format!(
+                        "[[restore.members]] {:?}: {what} {u} is also another member's",
+                        m.name
+                    ));
+                }
+            }
+        }
         Ok(RestoreSettings {
+            new_membership: c.new_membership.unwrap_or(false),
             token: c
                 .initial_cluster_token
                 .clone()
@@ -281,6 +296,31 @@ fn member(m: &RestoreMember) -> Result<MemberSpec, String> {
     })
 }
 
+/// Catches a configuration that does not describe the cluster in the backup: a member
+/// forgotten, added or misnamed. Restoring a different membership is possible but rarely
+/// meant (static pod manifests and unit files name the members), so it needs
+/// `[restore] new-membership = true`.
+pub fn check_membership(s: &RestoreSettings, backup: &BackupRef) -> Result<(), String> {
+    if backup.members.is_empty() || s.new_membership {
+        return Ok(());
+    }
+    let planned: std::collections::BTreeSet<&str> =
+        s.members.iter().map(|m| m.name.as_str()).collect();
+    let recorded: std::collections::BTreeSet<&str> =
+        backup.members.iter().map(String::as_str).collect();
+    if planned == recorded {
+        return Ok(());
+    }
+    Err(format!(
+        "the config describes {} member(s) {planned:?}, but the cluster in backup {} had {} \
+         {recorded:?}: describe every member with its name, or set [restore] new-membership \
+         = true to restore into a different membership on purpose",
+        planned.len(),
+        backup.id,
+        recorded.len()
+    ))
+}
+
 /// What preflight found on a member.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Probe {
@@ -300,6 +340,8 @@ pub struct BackupRef {
     pub total_key: u64,
     /// Distinct live keys: what a `get --prefix ""` counts after the restore.
     pub live_keys: u64,
+    /// Member names inside the snapshot (empty when unknown).
+    pub members: Vec<String>,
     pub db_size: u64,
     pub etcd_version: String,
 }
@@ -730,6 +772,7 @@ mod tests {
             revision: 4242,
             total_key: 100,
             live_keys: 90,
+            members: Vec::new(),
             db_size: 1 << 20,
             etcd_version: "3.5.30".into(),
         }
@@ -918,6 +961,16 @@ mod tests {
             RestoreSettings::from_config(&c.restore)
                 .unwrap_err()
                 .contains("twice")
+        );
+        let other = base.replace("name = \"m1\"", "name = \"m2\"");
+        let c = crate::config::Config::parse(&format!(
+            "{base}etcd-systemd-unit = \"etcd\"\n{other}etcd-systemd-unit = \"etcd\"\n"
+        ))
+        .unwrap();
+        assert!(
+            RestoreSettings::from_config(&c.restore)
+                .unwrap_err()
+                .contains("also another member's")
         );
     }
 }
