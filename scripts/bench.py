@@ -12,8 +12,13 @@ size): `etcdctl snapshot save` alone (the floor), the shell pipeline people writ
 local SeaweedFS; wall-time ratios to the floor, compression ratio, peak RSS; plus
 lifeboat's zstd levels side by side (how the default level was chosen).
 
+Then (issue 5) restoring 3 members from one backup of the full-size database: by hand
+(three `etcdutl snapshot restore` in sequence, then starting the members) against
+`lifeboat restore run` (all eight steps, members in parallel) on the same snapshot.
+
 Environment: BENCH_DB_BYTES (default 1100000000), BENCH_RUNS (default 5),
-BENCH_BACKUP_RUNS (default 3), BENCH_ONLY (status|backup, default both).
+BENCH_BACKUP_RUNS (default 3), BENCH_RESTORE_RUNS (default 2),
+BENCH_ONLY (status|backup|restore, default all).
 """
 import json, os, platform, shutil, socket, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -27,6 +32,7 @@ MEASURE = ROOT / "scripts/measure.py"
 DB_BYTES = int(os.environ.get("BENCH_DB_BYTES", 1_100_000_000))
 RUNS = int(os.environ.get("BENCH_RUNS", 5))
 BACKUP_RUNS = int(os.environ.get("BENCH_BACKUP_RUNS", 3))
+RESTORE_RUNS = int(os.environ.get("BENCH_RESTORE_RUNS", 2))
 ONLY = os.environ.get("BENCH_ONLY", "")
 WEED = TOOLS / "bin/weed"
 ZSTD = TOOLS / "bin/zstd"
@@ -93,6 +99,8 @@ def main():
         if ONLY in ("", "backup"):
             backup_results[DB_BYTES] = bench_backup(work, endpoint, s3env, levels=False)
             write_backup_report(backup_results)
+        if ONLY in ("", "restore"):
+            bench_restore(work, endpoint)
         if ONLY in ("", "status"):
             snap = work / "snapshot.db"
             save = measure("etcdctl snapshot save",
@@ -256,6 +264,115 @@ spool copy), compresses, uploads, and writes a manifest.
 {chr(10).join(lines)}
 <!-- bench:backup:end -->"""
     replace_section("backup", section)
+    print(section)
+
+
+def members_for(work, tag):
+    """Three loopback members: (name, client url, peer url, data dir)."""
+    out = []
+    for i in range(3):
+        c, p = free_port(), free_port()
+        out.append((f"m{i}", f"http://127.0.0.1:{c}", f"http://127.0.0.1:{p}", work / tag / f"m{i}" / "data"))
+    return out
+
+
+def etcd_args(m, cluster):
+    name, client, peer, data = m
+    return [ETCD / "etcd", "--name", name, "--data-dir", data, "--listen-client-urls", client,
+            "--advertise-client-urls", client, "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer, "--initial-cluster", cluster,
+            "--quota-backend-bytes", str(8 << 30)]
+
+
+def wait_healthy(members):
+    eps = ",".join(m[1] for m in members)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        r = subprocess.run([ETCD / "etcdctl", "--endpoints", eps, "endpoint", "health"], capture_output=True)
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+    sys.exit("restored members did not become healthy")
+
+
+def bench_restore(work, endpoint):
+    """3 members restored from one snapshot: by hand, sequentially, vs `restore run`."""
+    d = work / "restore"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir()
+    repo = f"file://{d}/repo"
+    subprocess.run([LIFEBOAT, "backup", "--endpoints", endpoint, "--storage", repo, "--spool-dir", d],
+                   check=True, capture_output=True)
+    snap = d / "snapshot.db"
+    subprocess.run([LIFEBOAT, "fetch", "latest", "--storage", repo, "--out", snap], check=True,
+                   capture_output=True)
+    manual, ours = [], []
+    for run in range(RESTORE_RUNS):
+        # By hand: restore each member in turn, then start all three and wait for health.
+        ms = members_for(d, f"manual{run}")
+        cluster = ",".join(f"{n}={p}" for n, _, p, _ in ms)
+        t0 = time.monotonic()
+        for n, _, p, data in ms:
+            subprocess.run([ETCD / "etcdutl", "snapshot", "restore", snap, "--name", n, "--data-dir", data,
+                            "--initial-cluster", cluster, "--initial-cluster-token", "bench",
+                            "--initial-advertise-peer-urls", p, "--bump-revision", "1000000000",
+                            "--mark-compacted"], check=True, capture_output=True)
+        procs = [subprocess.Popen(etcd_args(m, cluster), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for m in ms]
+        wait_healthy(ms)
+        manual.append(time.monotonic() - t0)
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(d / f"manual{run}", ignore_errors=True)
+        # lifeboat: the whole plan, members in parallel.
+        ms = members_for(d, f"ours{run}")
+        cluster = ",".join(f"{n}={p}" for n, _, p, _ in ms)
+        cfg = [f'[restore]\ninitial-cluster-token = "bench"\nstate-dir = "{d}/state{run}"\n'
+               f'new-membership = true\nstep-timeout = "300s"\n']
+        for m in ms:
+            n, client, peer, data = m
+            pid = d / f"ours{run}-{n}.pid"
+            args = " ".join(f"'{a}'" for a in map(str, etcd_args(m, cluster)))
+            (data.parent).mkdir(parents=True, exist_ok=True)
+            cfg.append(f'[[restore.members]]\nname = "{n}"\npeer-url = "{peer}"\nclient-url = "{client}"\n'
+                       f'data-dir = "{data}"\netcdutl = "{ETCD / "etcdutl"}"\n'
+                       f'etcd-start = "nohup {args} >/dev/null 2>&1 & echo $! > {pid}"\n'
+                       f'etcd-stop = "if [ -f {pid} ]; then kill $(cat {pid}); fi; true"\n')
+        (d / f"ours{run}.toml").write_text("".join(cfg))
+        t0 = time.monotonic()
+        r = subprocess.run([LIFEBOAT, "restore", "run", "--config", d / f"ours{run}.toml", "--backup", snap,
+                            "--yes"], capture_output=True, text=True)
+        ours.append(time.monotonic() - t0)
+        for m in ms:
+            pid = d / f"ours{run}-{m[0]}.pid"
+            if pid.exists():
+                subprocess.run(["sh", "-c", f"kill $(cat {pid}) 2>/dev/null; true"])
+        if r.returncode != 0:
+            sys.exit("lifeboat restore run failed: " + r.stderr[-3000:])
+        time.sleep(1)
+        shutil.rmtree(d / f"ours{run}", ignore_errors=True)
+        log(f"restore run {run + 1}/{RESTORE_RUNS}: by hand {manual[-1]:.1f}s, lifeboat {ours[-1]:.1f}s")
+    size = snap.stat().st_size
+    m, o = median(manual), median(ours)
+    section = f"""<!-- bench:restore:start -->
+## Restoring three members (issue 5)
+
+Measured {time.strftime('%Y-%m-%d')} by `make bench` on {os.cpu_count()} cores, etcd 3.5.30, one
+{size / 2**20:.0f} MiB snapshot of Kubernetes-like data, three members on loopback sharing one
+disk. Median of {RESTORE_RUNS} runs. *By hand*: `etcdutl snapshot restore` (with
+`--bump-revision --mark-compacted`) for each member in turn, then start all three and wait
+until every member is healthy. *lifeboat*: `restore run --backup FILE --yes`, all eight
+steps: verify the file (sha256, bbolt), copy it to every member, restore the members in
+parallel, start them, then check members, leader, cluster id, revision, equal hashkv on
+every member and the key count, and compare the /registry/ inventory.
+
+| method | wall (s) | ratio to by hand |
+|---|---:|---:|
+| by hand (3 × etcdutl restore in sequence, then start) | {m:.1f} | 1.00× |
+| `lifeboat restore run` (all steps, parallel restore, checks) | {o:.1f} | {o / m:.2f}× |
+<!-- bench:restore:end -->"""
+    replace_section("restore", section)
     print(section)
 
 

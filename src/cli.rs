@@ -4,7 +4,7 @@
 //! 2 usage or configuration error, 1 any other failure.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -443,6 +443,17 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
         }
         None => None,
     };
+    let drill = match &config.drill.schedule {
+        None => None,
+        Some(t) => {
+            let schedule =
+                Schedule::parse(t, tz).map_err(|e| Failure::Usage(format!("[drill] {e}")))?;
+            Some((
+                schedule,
+                drill_options(&config.drill, config, None, None, None)?,
+            ))
+        }
+    };
     let d = &config.daemon;
     let max_age = config_duration(
         "[daemon] max-age",
@@ -467,6 +478,7 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
         backup_schedule,
         retries: config.backup.retries.unwrap_or(3),
         verify_schedule,
+        drill,
         policy: retention_policy(config)?,
         leftover_grace: config_duration(
             "[retention] leftover-grace",
@@ -612,6 +624,40 @@ fn restore_run(
     .map_err(Failure::Output)
 }
 
+/// The drill's binaries and scratch space: flags, else `[drill]`, else the PATH.
+fn drill_options(
+    c: &crate::config::DrillConfig,
+    config: &Config,
+    etcd: Option<&Path>,
+    etcdutl: Option<&Path>,
+    scratch: Option<&Path>,
+) -> Result<crate::restore::drill::DrillOptions, Failure> {
+    use crate::restore::find_on_path;
+    let missing = |what: &str| {
+        Failure::Usage(format!(
+            "{what} not found on the PATH: give --{what} or [drill] {what}"
+        ))
+    };
+    Ok(crate::restore::drill::DrillOptions {
+        etcd: match etcd
+            .map(Path::to_path_buf)
+            .or_else(|| c.etcd_binary.clone())
+        {
+            Some(p) => p,
+            None => find_on_path(&["etcd"]).ok_or_else(|| missing("etcd-binary"))?,
+        },
+        etcdutl: match etcdutl.map(Path::to_path_buf).or_else(|| c.etcdutl.clone()) {
+            Some(p) => p,
+            None => find_on_path(&["etcdutl", "etcdctl"]).ok_or_else(|| missing("etcdutl"))?,
+        },
+        scratch: scratch
+            .map(Path::to_path_buf)
+            .or_else(|| config.backup.spool_dir.clone())
+            .unwrap_or_else(std::env::temp_dir),
+        timeout: Duration::from_secs(60),
+    })
+}
+
 /// A snapshot file, or a backup in the storage with what it takes to fetch it.
 fn restore_source(
     which: &str,
@@ -641,7 +687,7 @@ fn restore_drill(
     config: &Config,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    use crate::restore::{self, drill};
+    use crate::restore::drill;
     let rt = runtime()?;
     let backup = restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
     let source = restore_source(
@@ -652,26 +698,13 @@ fn restore_drill(
         &rt,
         &backup.id,
     )?;
-    let missing =
-        |what: &str| Failure::Usage(format!("{what} not found on the PATH: give --{what}"));
-    let options = drill::DrillOptions {
-        etcd: match &args.etcd_binary {
-            Some(p) => p.clone(),
-            None => restore::find_on_path(&["etcd"]).ok_or_else(|| missing("etcd-binary"))?,
-        },
-        etcdutl: match &args.etcdutl {
-            Some(p) => p.clone(),
-            None => {
-                restore::find_on_path(&["etcdutl", "etcdctl"]).ok_or_else(|| missing("etcdutl"))?
-            }
-        },
-        scratch: args
-            .scratch_dir
-            .clone()
-            .or_else(|| config.backup.spool_dir.clone())
-            .unwrap_or_else(std::env::temp_dir),
-        timeout: Duration::from_secs(60),
-    };
+    let options = drill_options(
+        &config.drill,
+        config,
+        args.etcd_binary.as_deref(),
+        args.etcdutl.as_deref(),
+        args.scratch_dir.as_deref(),
+    )?;
     let etcd = EtcdSettings::resolve(&args.etcd, &config.etcd)?;
     let report = rt
         .block_on(drill::drill(&source, &backup, &etcd, &options))

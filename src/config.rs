@@ -27,7 +27,21 @@ pub struct Config {
     #[serde(default)]
     pub restore: RestoreConfig,
     #[serde(default)]
+    pub drill: DrillConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The daemon's scheduled restore drill (`lifeboat restore drill` on the newest backup).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DrillConfig {
+    /// Cron schedule; unset: no drill.
+    pub schedule: Option<String>,
+    /// The etcd binary the drill starts (default: `etcd` on the PATH).
+    pub etcd_binary: Option<PathBuf>,
+    /// etcdutl, or etcdctl for 3.4 (default: found on the PATH).
+    pub etcdutl: Option<PathBuf>,
 }
 
 /// The cluster `lifeboat restore` rebuilds: its members and how each is controlled.

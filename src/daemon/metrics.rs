@@ -47,6 +47,9 @@ struct Data {
     pruned: BTreeMap<&'static str, u64>,
     verify_last_ok: Option<bool>,
     verify_last_success: Option<DateTime<Utc>>,
+    drill_last_ok: Option<bool>,
+    drill_last_success: Option<DateTime<Utc>>,
+    drill_last_duration: f64,
     storage_backups: Option<usize>,
     storage_newest: Option<Newest>,
 }
@@ -115,6 +118,16 @@ impl Metrics {
         });
     }
 
+    pub fn drilled(&self, ok: bool, seconds: f64) {
+        self.with(|d| {
+            d.drill_last_ok = Some(ok);
+            if ok {
+                d.drill_last_success = Some(Utc::now());
+                d.drill_last_duration = seconds;
+            }
+        });
+    }
+
     pub fn storage_seen(&self, count: usize, newest: Option<Newest>) {
         self.with(|d| {
             d.storage_backups = Some(count);
@@ -149,6 +162,9 @@ impl Metrics {
             gauge("lifeboat_storage_newest_backup_revision", "etcd revision of the newest backup in storage.", newest.map_or("0".into(), |n| n.revision.to_string()));
             gauge("lifeboat_verify_last_attempt_success", "1 if the last scheduled verify succeeded, 0 if it failed.", d.verify_last_ok.map_or("0".into(), |ok| u8::from(ok).to_string()));
             gauge("lifeboat_verify_last_success_timestamp_seconds", "When the last scheduled verify succeeded.", ts(d.verify_last_success));
+            gauge("lifeboat_drill_last_attempt_success", "1 if the last scheduled restore drill succeeded, 0 if it failed.", d.drill_last_ok.map_or("0".into(), |ok| u8::from(ok).to_string()));
+            gauge("lifeboat_drill_last_success_timestamp_seconds", "When the last scheduled restore drill succeeded.", ts(d.drill_last_success));
+            gauge("lifeboat_drill_last_duration_seconds", "Duration of the last successful restore drill.", format!("{:.3}", d.drill_last_duration));
 
             let mut counter = |name: &str, help: &str, label: Option<(&str, &[&'static str], &BTreeMap<&'static str, u64>)>, value: u64| {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -164,7 +180,7 @@ impl Metrics {
             counter("lifeboat_backups_total", "Backups committed by this instance.", None, d.backups_total);
             counter("lifeboat_backup_failures_total", "Failed backup attempts, by reason.", Some(("reason", &["etcd", "storage", "verify", "spool", "compress", "config", "cancelled"], &d.failures)), 0);
             counter("lifeboat_backup_retries_total", "Retries of failed backups.", None, d.retries_total);
-            counter("lifeboat_skipped_ticks_total", "Ticks skipped because the previous run of the job was still going.", Some(("task", &["backup", "verify"], &d.skipped)), 0);
+            counter("lifeboat_skipped_ticks_total", "Ticks skipped because the previous run of the job was still going.", Some(("task", &["backup", "verify", "drill"], &d.skipped)), 0);
             counter("lifeboat_prune_deleted_total", "Objects deleted by prune: whole backups, and leftovers of failed runs.", Some(("kind", &["backup", "leftover"], &d.pruned)), 0);
             let _ = writeln!(out, "# HELP lifeboat_build_info The lifeboat version.\n# TYPE lifeboat_build_info gauge\nlifeboat_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
             out

@@ -44,6 +44,8 @@ pub struct DaemonSettings {
     /// Retries of a failed backup before the next tick.
     pub retries: u32,
     pub verify_schedule: Option<Schedule>,
+    /// The restore drill: when, and with which binaries.
+    pub drill: Option<(Schedule, crate::restore::drill::DrillOptions)>,
     pub policy: Policy,
     pub leftover_grace: Duration,
     pub listen: String,
@@ -130,6 +132,7 @@ pub async fn run(settings: DaemonSettings, shutdown: CancellationToken) -> Resul
         tracker: TaskTracker::new(),
         backup_running: AtomicBool::new(false),
         verify_running: AtomicBool::new(false),
+        drill_running: AtomicBool::new(false),
     });
     clean_spool_leftovers(&jobs.backup_opts.spool_dir, jobs.settings.leftover_grace);
     let watcher = tokio::spawn(jobs.clone().watch());
@@ -192,6 +195,15 @@ async fn schedule_jobs(jobs: &Arc<Jobs>) -> Result<JobScheduler, DaemonError> {
         .map_err(err)?;
         scheduler.add(job).await.map_err(err)?;
     }
+    if let Some((s, _)) = &jobs.settings.drill {
+        let j = jobs.clone();
+        let job = Job::new_async_tz(s.cron.as_str(), s.tz, move |_, _| {
+            let j = j.clone();
+            Box::pin(async move { j.drill_tick() })
+        })
+        .map_err(err)?;
+        scheduler.add(job).await.map_err(err)?;
+    }
     Ok(scheduler)
 }
 
@@ -206,6 +218,7 @@ struct Jobs {
     tracker: TaskTracker,
     backup_running: AtomicBool,
     verify_running: AtomicBool,
+    drill_running: AtomicBool,
 }
 
 impl Jobs {
@@ -341,6 +354,61 @@ impl Jobs {
             Err(e) => {
                 self.metrics.verified(false);
                 tracing::error!(error = %e, "verify of the newest backup failed");
+            }
+        }
+    }
+
+    fn drill_tick(self: &Arc<Self>) {
+        if self.shutdown.is_cancelled() || !self.leadership.is_leader() {
+            return;
+        }
+        if self.drill_running.swap(true, Ordering::SeqCst) {
+            self.metrics.skipped("drill");
+            tracing::warn!("drill tick skipped: the previous drill is still running");
+            return;
+        }
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = me.drill_newest() => {}
+                () = me.shutdown.cancelled() => {}
+            }
+            me.drill_running.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Restores the newest backup into a throw-away member and checks it.
+    async fn drill_newest(&self) {
+        let s = &self.settings;
+        let Some((_, options)) = &s.drill else { return };
+        let t0 = std::time::Instant::now();
+        let result = async {
+            let m = s.repo.manifest("latest").await.map_err(|e| e.to_string())?;
+            let backup = crate::restore::plan::BackupRef {
+                id: m.id.clone(),
+                revision: m.revision,
+                total_key: m.total_key,
+                live_keys: m.live_keys,
+                members: m.members.clone(),
+                db_size: m.db_size,
+                etcd_version: m.etcd_version.clone(),
+            };
+            let source = crate::restore::run::Source::Stored {
+                repo: (*s.repo).clone(),
+                manifest: Box::new(m),
+                identities: s.identities.clone(),
+            };
+            crate::restore::drill::drill(&source, &backup, &s.etcd, options).await
+        }
+        .await;
+        match result {
+            Ok(r) => {
+                self.metrics.drilled(true, t0.elapsed().as_secs_f64());
+                tracing::info!(id = %r.backup, revision = r.revision, keys = r.keys, "restore drill passed");
+            }
+            Err(e) => {
+                self.metrics.drilled(false, 0.0);
+                tracing::error!(error = %e, "restore drill failed");
             }
         }
     }
