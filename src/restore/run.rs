@@ -122,6 +122,8 @@ pub struct Report {
     /// live cluster after step 8: (resource, in snapshot, live).
     pub inventory_differences: Vec<(String, u64, u64)>,
     pub steps_run: Vec<u8>,
+    /// How long each step took, in seconds.
+    pub step_seconds: Vec<(u8, f64)>,
 }
 
 impl Runner {
@@ -163,6 +165,7 @@ impl Runner {
             }
             tracing::info!(step = step.number, title = %step.title, "restore step");
             eprintln!("step {}: {}", step.number, step.title);
+            let step_started = Instant::now();
             let mut by_member: BTreeMap<&str, Vec<(usize, &Action)>> = BTreeMap::new();
             let mut ours = Vec::new();
             for (i, a) in step.actions.iter().enumerate() {
@@ -228,6 +231,9 @@ impl Runner {
             }
             journal.save(journal_path)?;
             report.steps_run.push(step.number);
+            let took = step_started.elapsed().as_secs_f64();
+            report.step_seconds.push((step.number, took));
+            eprintln!("step {} done in {took:.1} s", step.number);
         }
         journal.finished = true;
         journal.save(journal_path)?;
@@ -339,6 +345,7 @@ impl Runner {
                 Ok(found) => {
                     *report = Report {
                         steps_run: std::mem::take(&mut report.steps_run),
+                        step_seconds: std::mem::take(&mut report.step_seconds),
                         ..found
                     };
                     return Ok(());
@@ -407,13 +414,21 @@ impl Runner {
             .map(|(_, s)| s.header_revision)
             .min()
             .unwrap_or(0);
+        // Each member hashes its whole key bucket: ask them all at once.
+        let answers = futures::future::join_all(clients.iter_mut().zip(&statuses).map(
+            |(client, (name, _))| async move {
+                let h = client
+                    .hash_kv(at)
+                    .await
+                    .map_err(|e| format!("{name}: hashkv: {}", etcd::describe(&e)))?;
+                Ok::<_, String>((name.clone(), h.hash()))
+            },
+        ))
+        .await;
         let mut hashes = BTreeMap::new();
-        for (client, (name, _)) in clients.iter_mut().zip(&statuses) {
-            let h = client
-                .hash_kv(at)
-                .await
-                .map_err(|e| format!("{name}: hashkv: {}", etcd::describe(&e)))?;
-            hashes.insert(name.clone(), h.hash());
+        for a in answers {
+            let (name, h) = a?;
+            hashes.insert(name, h);
         }
         let distinct: BTreeSet<u32> = hashes.values().copied().collect();
         if distinct.len() != 1 {
