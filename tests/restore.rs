@@ -179,14 +179,24 @@ struct PidFiles(Vec<std::path::PathBuf>);
 
 impl Drop for PidFiles {
     fn drop(&mut self) {
-        for p in &self.0 {
-            if let Ok(text) = std::fs::read_to_string(p)
-                && let Ok(pid) = text.trim().parse::<i32>()
-            {
-                // SAFETY: kill(2) on a process this test started.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+        let pids: Vec<i32> = self
+            .0
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+            .collect();
+        // The pids are `timeout`'s: SIGTERM is passed on to the process it runs (etcd),
+        // SIGKILL would leave that one behind.
+        for &pid in &pids {
+            // SAFETY: kill(2) on processes this test started.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        for &pid in &pids {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
             }
         }
     }

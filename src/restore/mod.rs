@@ -31,6 +31,10 @@ pub async fn probe(m: &MemberSpec, limit: Duration) -> Result<Probe, String> {
         .map_err(at)?;
     let tool = ran.stdout.lines().next().unwrap_or("").trim().to_owned();
     if !ran.success || tool.is_empty() {
+        // 255: ssh itself failed (host key, authentication, unreachable): say that.
+        if ran.code == Some(255) && m.host != transport::Host::Local {
+            return Err(at(format!("ssh failed: {}", ran.tail())));
+        }
         return Err(at(match &m.etcdutl {
             Some(p) => format!("{} is not an executable", p.display()),
             None => "neither etcdutl nor etcdctl is on the PATH (set etcdutl = \"...\")".into(),

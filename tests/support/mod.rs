@@ -25,6 +25,7 @@ pub mod lifeboat;
 pub mod process;
 pub mod restored;
 pub mod s3;
+pub mod sshd;
 pub mod tls;
 pub mod tools;
 pub mod workload;
