@@ -471,6 +471,17 @@ fn restore_command(
     words.join(" ")
 }
 
+/// A shell check that `dir` is writable and has `bytes` free, saying which is not so.
+fn free_space_check(dir: &Path, bytes: u64) -> String {
+    let d = quote(&dir.display().to_string());
+    let kib = bytes.div_ceil(1024);
+    format!(
+        "test -w {d} || {{ echo \"{d} is not writable\" >&2; exit 1; }}; \
+         avail=$(df -Pk {d} | awk 'NR==2 {{print $4}}'); \
+         [ \"$avail\" -ge {kib} ] || {{ echo \"only $avail KiB free in {d}, the restore needs {kib} KiB\" >&2; exit 1; }}"
+    )
+}
+
 /// Builds the plan. Pure: everything it needs is in its arguments.
 pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &str) -> Plan {
     let probe_of = |m: &MemberSpec| probes.iter().find(|p| p.member == m.name);
@@ -559,14 +570,11 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
             on(
                 m,
                 format!(
-                    "{} is writable with at least {} bytes free",
+                    "{} is writable with at least {} MiB free (twice the snapshot)",
                     parent.display(),
-                    2 * backup.db_size
+                    (2 * backup.db_size).div_ceil(1 << 20)
                 ),
-                Some(format!(
-                    "test -w {p} && df -Pk {p}",
-                    p = quote(&parent.display().to_string())
-                )),
+                Some(free_space_check(parent, 2 * backup.db_size)),
             ),
         ]
     });
@@ -934,6 +942,20 @@ mod tests {
     }
 
     #[test]
+    fn the_free_space_check_passes_and_fails_for_real() {
+        let run = |bytes: u64| {
+            std::process::Command::new("sh")
+                .args(["-c", &free_space_check(Path::new("/tmp"), bytes)])
+                .output()
+                .unwrap()
+        };
+        assert!(run(1).status.success());
+        let out = run(u64::MAX / 4);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("KiB free in /tmp"));
+    }
+
+    #[test]
     fn bad_member_descriptions_are_clear_errors() {
         let base = "[[restore.members]]\nname = \"m1\"\npeer-url = \"http://a:2380\"\n\
                     client-url = \"http://a:2379\"\ndata-dir = \"/var/lib/etcd\"\n";
@@ -942,6 +964,17 @@ mod tests {
             RestoreSettings::from_config(&c.restore).unwrap_err()
         };
         assert!(err("").contains("say how etcd is controlled"));
+        let c = crate::config::Config::parse(
+            &base
+                .replace("http://a:2380", "a:2380")
+                .replace("data-dir", "etcd-systemd-unit = \"etcd\"\ndata-dir"),
+        )
+        .unwrap();
+        assert!(
+            RestoreSettings::from_config(&c.restore)
+                .unwrap_err()
+                .contains("peer-url \"a:2380\" must be an http:// or https:// URL")
+        );
         assert!(err("etcd-start = \"x\"\n").contains("go together"));
         assert!(
             err("etcd-systemd-unit = \"etcd\"\netcd-start = \"x\"\netcd-stop = \"y\"\n")
