@@ -4,7 +4,7 @@
 //! 2 usage or configuration error, 1 any other failure.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -27,6 +27,8 @@ use crate::fetch::{self, FetchError};
 use crate::output;
 use crate::repository::{self, RepoError, Repository};
 use crate::snapshot::{self, ScanOptions, SnapshotError};
+
+mod restore;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -450,7 +452,7 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
                 Schedule::parse(t, tz).map_err(|e| Failure::Usage(format!("[drill] {e}")))?;
             Some((
                 schedule,
-                drill_options(&config.drill, config, None, None, None)?,
+                restore::drill_options(&config.drill, config, None, None, None)?,
             ))
         }
     };
@@ -494,274 +496,6 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
             Duration::from_secs(60),
         )?,
         identities: identities(&IdentityArgs { identity: None }, config)?,
-    })
-}
-
-/// The plan after probing every member; members that could not be probed are named in
-/// its notes (the plan is still worth reading; `restore run` stops at step 2).
-async fn planned(
-    settings: &crate::restore::plan::RestoreSettings,
-    backup: &crate::restore::plan::BackupRef,
-    stamp: &str,
-) -> crate::restore::plan::Plan {
-    let mut probes = Vec::new();
-    let mut failed = Vec::new();
-    for m in &settings.members {
-        match crate::restore::probe(m, settings.step_timeout).await {
-            Ok(p) => probes.push(p),
-            Err(e) => failed.push(e),
-        }
-    }
-    let mut p = crate::restore::plan::make(settings, backup, &probes, stamp);
-    p.notes
-        .extend(failed.into_iter().map(|e| format!("preflight failed: {e}")));
-    p
-}
-
-fn restore_run(
-    cli: &Cli,
-    args: &RestoreRunArgs,
-    config: &Config,
-    out: &mut dyn Write,
-) -> Result<(), Failure> {
-    use crate::restore::plan;
-    use crate::restore::run::{Journal, Runner};
-    let settings = plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
-    let rt = runtime()?;
-    let backup = restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
-    plan::check_membership(&settings, &backup).map_err(Failure::Usage)?;
-    let journal_path = Journal::path(&settings.state_dir, &backup.id);
-    let existing = Journal::load(&journal_path).map_err(|e| Failure::Usage(e.to_string()))?;
-    let journal = match (existing, args.resume) {
-        (Some(j), true) if !j.finished => j,
-        (Some(_), true) | (None, true) => {
-            return Err(Failure::Usage(format!(
-                "--resume: no interrupted restore of {} in {}",
-                backup.id,
-                settings.state_dir.display()
-            )));
-        }
-        (Some(j), false) if !j.finished && args.from_step.is_none() => {
-            return Err(Failure::Usage(format!(
-                "a restore of {} was interrupted ({}); continue it with --resume, or start \
-                 at a step with --from-step N",
-                backup.id,
-                j.failed.as_deref().unwrap_or("no failure recorded")
-            )));
-        }
-        (previous, false) => {
-            if previous.is_some() {
-                let kept = journal_path.with_extension(format!(
-                    "json.{}",
-                    chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-                ));
-                std::fs::rename(&journal_path, &kept).map_err(Failure::Output)?;
-            }
-            Journal {
-                backup: backup.id.clone(),
-                stamp: chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string(),
-                started_at: chrono::Utc::now().to_rfc3339(),
-                ..Journal::default()
-            }
-        }
-    };
-    let p = rt.block_on(planned(&settings, &backup, &journal.stamp));
-    if !args.yes {
-        write!(out, "{}", plan::render(&p)).map_err(Failure::Output)?;
-        return Err(Failure::Usage(
-            "this stops Kubernetes and etcd on every member: add --yes to carry the plan out"
-                .into(),
-        ));
-    }
-    for n in &p.notes {
-        eprintln!("NOTE: {n}");
-    }
-    let mut etcd = EtcdSettings::resolve(&args.etcd, &config.etcd)?;
-    etcd.endpoints = settings
-        .members
-        .iter()
-        .map(|m| m.client_url.clone())
-        .collect();
-    let source = restore_source(
-        &args.plan.backup,
-        &args.plan.storage,
-        &args.identity,
-        config,
-        &rt,
-        &backup.id,
-    )?;
-    let runner = Runner {
-        settings,
-        etcd,
-        source,
-    };
-    let from = if args.resume {
-        1
-    } else {
-        args.from_step.unwrap_or(1)
-    };
-    let report = rt
-        .block_on(runner.run(&p, &journal_path, journal, from))
-        .map_err(|e| Failure::Restore(e.to_string()))?;
-    match cli.write_out {
-        Format::Json => writeln!(
-            out,
-            "{}",
-            serde_json::json!({"backup": p.backup, "report": report})
-        ),
-        _ => writeln!(
-            out,
-            "restored {} on {} members: cluster {}, revision {}, hashkv {}, {} keys; {} /registry/ resources differ",
-            p.backup.id,
-            runner.settings.members.len(),
-            report.cluster_id.as_deref().unwrap_or("?"),
-            report.revision.unwrap_or(0),
-            report.hashkv.map_or("?".into(), |h| h.to_string()),
-            report.keys.unwrap_or(0),
-            report.inventory_differences.len()
-        ),
-    }
-    .map_err(Failure::Output)
-}
-
-/// The drill's binaries and scratch space: flags, else `[drill]`, else the PATH.
-fn drill_options(
-    c: &crate::config::DrillConfig,
-    config: &Config,
-    etcd: Option<&Path>,
-    etcdutl: Option<&Path>,
-    scratch: Option<&Path>,
-) -> Result<crate::restore::drill::DrillOptions, Failure> {
-    use crate::restore::find_on_path;
-    let missing = |what: &str| {
-        Failure::Usage(format!(
-            "{what} not found on the PATH: give --{what} or [drill] {what}"
-        ))
-    };
-    Ok(crate::restore::drill::DrillOptions {
-        etcd: match etcd
-            .map(Path::to_path_buf)
-            .or_else(|| c.etcd_binary.clone())
-        {
-            Some(p) => p,
-            None => find_on_path(&["etcd"]).ok_or_else(|| missing("etcd-binary"))?,
-        },
-        etcdutl: match etcdutl.map(Path::to_path_buf).or_else(|| c.etcdutl.clone()) {
-            Some(p) => p,
-            None => find_on_path(&["etcdutl", "etcdctl"]).ok_or_else(|| missing("etcdutl"))?,
-        },
-        scratch: scratch
-            .map(Path::to_path_buf)
-            .or_else(|| config.backup.spool_dir.clone())
-            .unwrap_or_else(std::env::temp_dir),
-        timeout: Duration::from_secs(60),
-    })
-}
-
-/// A snapshot file, or a backup in the storage with what it takes to fetch it.
-fn restore_source(
-    which: &str,
-    storage: &StorageArgs,
-    identity: &IdentityArgs,
-    config: &Config,
-    rt: &tokio::runtime::Runtime,
-    id: &str,
-) -> Result<crate::restore::run::Source, Failure> {
-    use crate::restore::run::Source;
-    let path = std::path::Path::new(which);
-    if path.is_file() {
-        return Ok(Source::File(path.to_path_buf()));
-    }
-    let repo = open_repository(storage, config)?;
-    let manifest = rt.block_on(repo.manifest(id))?;
-    Ok(Source::Stored {
-        repo,
-        manifest: Box::new(manifest),
-        identities: identities(identity, config)?,
-    })
-}
-
-fn restore_drill(
-    cli: &Cli,
-    args: &RestoreDrillArgs,
-    config: &Config,
-    out: &mut dyn Write,
-) -> Result<(), Failure> {
-    use crate::restore::drill;
-    let rt = runtime()?;
-    let backup = restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
-    let source = restore_source(
-        &args.plan.backup,
-        &args.plan.storage,
-        &args.identity,
-        config,
-        &rt,
-        &backup.id,
-    )?;
-    let options = drill_options(
-        &config.drill,
-        config,
-        args.etcd_binary.as_deref(),
-        args.etcdutl.as_deref(),
-        args.scratch_dir.as_deref(),
-    )?;
-    let etcd = EtcdSettings::resolve(&args.etcd, &config.etcd)?;
-    let report = rt
-        .block_on(drill::drill(&source, &backup, &etcd, &options))
-        .map_err(|e| Failure::Restore(format!("drill of {}: {e}", backup.id)))?;
-    match cli.write_out {
-        Format::Json => writeln!(out, "{}", serde_json::json!(report)),
-        _ => writeln!(
-            out,
-            "drill of {} passed: restored with {} into a single-member etcd, revision {}, {} keys, hashkv {} as in the snapshot ({:.1} s)",
-            report.backup,
-            options.etcdutl.display(),
-            report.revision,
-            report.keys,
-            report.hash_kv,
-            report.seconds
-        ),
-    }
-    .map_err(Failure::Output)
-}
-
-/// The backup a restore uses: a snapshot file, or a backup in the storage.
-fn restore_backup_ref(
-    which: &str,
-    storage: &StorageArgs,
-    config: &Config,
-    rt: &tokio::runtime::Runtime,
-) -> Result<crate::restore::plan::BackupRef, Failure> {
-    let path = std::path::Path::new(which);
-    if path.is_file() {
-        let (status, _) = snapshot::scan(
-            path,
-            ScanOptions {
-                verify_trailer: true,
-            },
-        )?;
-        return Ok(crate::restore::plan::BackupRef {
-            id: path
-                .file_stem()
-                .map_or("snapshot".into(), |s| s.to_string_lossy().into_owned()),
-            revision: status.revision,
-            total_key: status.total_key,
-            live_keys: status.live_keys,
-            members: status.members.clone(),
-            db_size: status.total_size,
-            etcd_version: "unknown (a snapshot file)".into(),
-        });
-    }
-    let repo = open_repository(storage, config)?;
-    let m = rt.block_on(repo.manifest(which))?;
-    Ok(crate::restore::plan::BackupRef {
-        id: m.id,
-        revision: m.revision,
-        total_key: m.total_key,
-        live_keys: m.live_keys,
-        members: m.members.clone(),
-        db_size: m.db_size,
-        etcd_version: m.etcd_version,
     })
 }
 
@@ -858,27 +592,9 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             })?;
             Ok(())
         }
-        Command::Restore(RestoreCommand::Plan(args)) => {
-            use crate::restore::plan;
-            let settings =
-                plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
-            let rt = runtime()?;
-            let backup = restore_backup_ref(&args.backup, &args.storage, config, &rt)?;
-            plan::check_membership(&settings, &backup).map_err(Failure::Usage)?;
-            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-            let p = rt.block_on(planned(&settings, &backup, &stamp));
-            match cli.write_out {
-                Format::Json => writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string(&p).map_err(|e| Failure::Output(e.into()))?
-                )
-                .map_err(Failure::Output),
-                _ => write!(out, "{}", plan::render(&p)).map_err(Failure::Output),
-            }
-        }
-        Command::Restore(RestoreCommand::Run(args)) => restore_run(cli, args, config, out),
-        Command::Restore(RestoreCommand::Drill(args)) => restore_drill(cli, args, config, out),
+        Command::Restore(RestoreCommand::Plan(args)) => restore::plan(cli, args, config, out),
+        Command::Restore(RestoreCommand::Run(args)) => restore::run(cli, args, config, out),
+        Command::Restore(RestoreCommand::Drill(args)) => restore::drill(cli, args, config, out),
         Command::Snapshot(SnapshotCommand::Status(args)) => {
             let options = ScanOptions {
                 verify_trailer: !args.skip_hash_check,

@@ -224,6 +224,22 @@ pub async fn member_status(client: &mut Client, endpoint: &str) -> Result<Member
     })
 }
 
+/// How many keys the member behind `client` holds (every live key; a count-only range).
+pub async fn count_keys(client: &mut Client) -> Result<i64, String> {
+    client
+        .get(
+            "",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_all_keys()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .map(|r| r.count())
+        .map_err(|e| format!("counting keys: {}", describe(&e)))
+}
+
 /// Connects to the first endpoint that answers, for cluster-wide requests (the
 /// election) where any member will do.
 pub async fn connect_any(s: &EtcdSettings) -> Result<(Client, String), EtcdError> {

@@ -212,21 +212,14 @@ impl Repository {
 
     /// Every manifest, newest first.
     pub async fn list(&self) -> Result<Vec<Manifest>, RepoError> {
-        let prefix = self.path("manifests");
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.access_error("listing backups", e))?;
-        let mut out = Vec::with_capacity(metas.len());
-        for meta in metas {
-            if !meta.location.as_ref().ends_with(".json") {
-                continue;
-            }
-            out.push(self.read_manifest(&meta.location).await?);
+        let ids = self.ids().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(
+                self.read_manifest(&self.path(&Self::manifest_key(&id)))
+                    .await?,
+            );
         }
-        out.sort_by(|a, b| b.id.cmp(&a.id));
         Ok(out)
     }
 

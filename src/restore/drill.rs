@@ -205,18 +205,7 @@ async fn check(
             st.header_revision
         ));
     }
-    let count = client
-        .get(
-            "",
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_all_keys()
-                    .with_count_only(),
-            ),
-        )
-        .await
-        .map_err(|e| format!("counting keys: {}", etcd::describe(&e)))?
-        .count();
+    let count = etcd::count_keys(&mut client).await?;
     if u64::try_from(count).ok() != Some(status.live_keys) {
         return Err(format!(
             "the restored member holds {count} keys, the snapshot {}",

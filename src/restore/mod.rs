@@ -5,6 +5,7 @@
 //!   preflight found; printed by `restore plan`.
 //! - [`transport`]: running a member's commands here or over ssh.
 
+mod control;
 pub mod drill;
 pub mod plan;
 pub mod run;

@@ -436,18 +436,7 @@ impl Runner {
                 "hashkv at revision {at} differs between members: {hashes:?}"
             ));
         }
-        let count = clients[0]
-            .get(
-                "",
-                Some(
-                    etcd_client::GetOptions::new()
-                        .with_all_keys()
-                        .with_count_only(),
-                ),
-            )
-            .await
-            .map_err(|e| format!("counting keys: {}", etcd::describe(&e)))?
-            .count();
+        let count = etcd::count_keys(&mut clients[0]).await?;
         if u64::try_from(count).ok() != Some(plan.backup.live_keys) {
             return Err(format!(
                 "the cluster holds {count} keys, the backup {}",
