@@ -498,18 +498,7 @@ fn verify_spool(
         endpoint: source.endpoint.clone(),
         source: source_err,
     })?;
-    // The store's revision as etcd computes it when it opens the file: the last revision
-    // in the key bucket, but at least the compaction revision (compaction can remove the
-    // newest tombstones) and at least 1 (an empty store is at revision 1).
-    let store_revision = [
-        status.revision,
-        status.finished_compact_revision.unwrap_or(0),
-        status.scheduled_compact_revision.unwrap_or(0),
-        1,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(1);
+    let store_revision = status.store_revision();
     if store_revision < source.header_revision {
         return Err(bad(format!(
             "revision {store_revision} inside the snapshot is older than the revision {} the member reported before streaming",

@@ -18,10 +18,7 @@ pub(super) fn plan(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     use crate::restore::plan;
-    let settings = plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
-    let rt = runtime()?;
-    let backup = restore_backup_ref(&args.backup, &args.storage, config, &rt)?;
-    plan::check_membership(&settings, &backup).map_err(Failure::Usage)?;
+    let (settings, rt, backup) = prepare(args, config)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let p = rt.block_on(planned(&settings, &backup, &stamp));
     match cli.write_out {
@@ -33,6 +30,27 @@ pub(super) fn plan(
         .map_err(Failure::Output),
         _ => write!(out, "{}", plan::render(&p)).map_err(Failure::Output),
     }
+}
+
+/// What `plan` and `run` both start from: the checked `[restore]` settings and the
+/// backup, whose membership must match the config's.
+fn prepare(
+    args: &RestorePlanArgs,
+    config: &Config,
+) -> Result<
+    (
+        crate::restore::plan::RestoreSettings,
+        tokio::runtime::Runtime,
+        crate::restore::plan::BackupRef,
+    ),
+    Failure,
+> {
+    use crate::restore::plan;
+    let settings = plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
+    let rt = runtime()?;
+    let backup = restore_backup_ref(&args.backup, &args.storage, config, &rt)?;
+    plan::check_membership(&settings, &backup).map_err(Failure::Usage)?;
+    Ok((settings, rt, backup))
 }
 
 /// The plan after probing every member; members that could not be probed are named in
@@ -65,10 +83,7 @@ pub(super) fn run(
 ) -> Result<(), Failure> {
     use crate::restore::plan;
     use crate::restore::run::{Journal, Runner};
-    let settings = plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
-    let rt = runtime()?;
-    let backup = restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
-    plan::check_membership(&settings, &backup).map_err(Failure::Usage)?;
+    let (settings, rt, backup) = prepare(&args.plan, config)?;
     let journal_path = Journal::path(&settings.state_dir, &backup.id);
     let existing = Journal::load(&journal_path).map_err(|e| Failure::Usage(e.to_string()))?;
     let journal = match (existing, args.resume) {

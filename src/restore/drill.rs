@@ -190,15 +190,7 @@ async fn check(
             Err(e) => return Err(format!("{e}; etcd's log: {}", log_tail(dir))),
         }
     };
-    let expected_revision = [
-        status.revision,
-        status.finished_compact_revision.unwrap_or(0),
-        status.scheduled_compact_revision.unwrap_or(0),
-        1,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(1);
+    let expected_revision = status.store_revision();
     if st.header_revision != expected_revision {
         return Err(format!(
             "the restored member is at revision {}, the snapshot at {expected_revision}",

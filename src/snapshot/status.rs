@@ -85,6 +85,23 @@ impl Default for ScanOptions {
     }
 }
 
+impl Status {
+    /// The store's revision as etcd computes it when it opens the file: the last revision
+    /// in the key bucket, but at least the compaction revision (compaction can remove the
+    /// newest tombstones) and at least 1 (an empty store is at revision 1).
+    pub fn store_revision(&self) -> i64 {
+        [
+            self.revision,
+            self.finished_compact_revision.unwrap_or(0),
+            self.scheduled_compact_revision.unwrap_or(0),
+            1,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(1)
+    }
+}
+
 /// The live keys of a snapshot: key → size of its value.
 #[derive(Debug, Default, Clone)]
 pub struct KeyIndex {
