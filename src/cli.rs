@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backup::{self, BackupError, BackupOptions};
 use crate::daemon::DaemonSettings;
 use crate::daemon::schedule::Schedule;
-use crate::etcd::settings::parse_duration;
+use crate::duration::parse_duration;
 use crate::repository::prune;
 use crate::repository::retention::Policy;
 
@@ -373,7 +373,7 @@ fn backup_options(args: &BackupArgs, config: &Config) -> Result<BackupOptions, F
         o.zstd_workers = w;
     }
     if let Some(text) = &config.backup.stall_timeout {
-        o.stall_timeout = crate::etcd::settings::parse_duration(text).ok_or_else(|| {
+        o.stall_timeout = parse_duration(text).ok_or_else(|| {
             Failure::Usage(format!("[backup] stall-timeout {text:?} is not a duration"))
         })?;
     }

@@ -17,12 +17,17 @@
 //!   printed (`-w simple|json|table`), progress on long transfers; `src/bin/lifeboat.rs`
 //!   only parses, calls and maps errors to exit codes.
 //! - [`config`] is the typed configuration file; [`secret`] keeps passwords out of logs.
+//! - [`duration`] and [`error_text`] are small helpers every module above may use
+//!   (durations as operators write them; an error chain on one line); they depend on
+//!   nothing else here, so no two modules are tied into a loop through them.
 
 pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod duration;
 pub mod encryption;
+pub mod error_text;
 pub mod etcd;
 pub mod fetch;
 pub mod output;

@@ -190,7 +190,7 @@ pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = c.source();
     }
-    let text = crate::repository::full_chain(e);
+    let text = crate::error_text::full_chain(e);
     if text.contains("Connection refused") {
         return "connection refused (is etcd listening there? check --endpoints)".into();
     }

@@ -100,7 +100,7 @@ impl Repository {
                     // Ours, not object_store's: how long failed requests are retried
                     // (object_store's default is 3 minutes).
                     if k == "retry_timeout" {
-                        let timeout = crate::etcd::settings::parse_duration(v)
+                        let timeout = crate::duration::parse_duration(v)
                             .ok_or_else(|| bad(format!("retry_timeout {v:?} is not a duration")))?;
                         builder = builder.with_retry(object_store::RetryConfig {
                             retry_timeout: timeout,
@@ -336,7 +336,7 @@ impl Repository {
 
 /// object_store errors, shortened to what an operator acts on.
 pub(crate) fn explain(e: &object_store::Error) -> String {
-    let text = full_chain(e);
+    let text = crate::error_text::full_chain(e);
     let lower = text.to_lowercase();
     if lower.contains("169.254.169.254") {
         // object_store fell through its credentials chain to the instance metadata service.
@@ -358,20 +358,4 @@ pub(crate) fn explain(e: &object_store::Error) -> String {
         ""
     };
     format!("{text}{hint}")
-}
-
-/// An error and its causes on one line, each cause once (libraries often repeat their
-/// source in their own message).
-pub(crate) fn full_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cause = c.source();
-    }
-    s
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::config::RetentionConfig;
-use crate::etcd::settings::parse_duration;
+use crate::duration::parse_duration;
 
 /// The `[retention]` rules, validated. A backup is kept if any rule keeps it.
 #[derive(Debug, Clone, PartialEq)]

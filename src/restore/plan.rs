@@ -63,7 +63,7 @@ impl RestoreSettings {
             members.push(spec);
         }
         let step_timeout = match &c.step_timeout {
-            Some(t) => crate::etcd::settings::parse_duration(t)
+            Some(t) => crate::duration::parse_duration(t)
                 .ok_or_else(|| format!("[restore] step-timeout {t:?} is not a duration"))?,
             None => Duration::from_secs(120),
         };
