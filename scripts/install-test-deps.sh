@@ -155,16 +155,16 @@ detect_debian_mirror() {
             [[ -f $f ]] || continue
             # deb822: stanzas separated by blank lines; fields Types, URIs, Suites.
             awk 'BEGIN{RS=""; FS="\n"}
-                 {t=""; u=""; s=""
+                 {t=""; u=""; s=""; off=0
                   for (i=1;i<=NF;i++) {
                     line=$i; sub(/^[ \t]+/,"",line)
                     if (line ~ /^#/) continue
                     if (tolower(line) ~ /^types:/)  { sub(/^[^:]*:[ \t]*/,"",line); t=line }
                     if (tolower(line) ~ /^uris:/)   { sub(/^[^:]*:[ \t]*/,"",line); u=line }
                     if (tolower(line) ~ /^suites:/) { sub(/^[^:]*:[ \t]*/,"",line); s=line }
-                    if (tolower(line) ~ /^enabled:[ \t]*no/) { t="" }
+                    if (tolower(line) ~ /^enabled:[ \t]*no/) { off=1 }
                   }
-                  if (t ~ /(^|[ \t])deb([ \t]|$)/ && u != "") {
+                  if (!off && t ~ /(^|[ \t])deb([ \t]|$)/ && u != "") {
                     split(u, us, /[ \t]+/); print us[1] "\t" s
                   }}' "$f"
         done
