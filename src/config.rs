@@ -195,6 +195,7 @@ pub struct EtcdConfig {
     /// Use TLS but accept any server certificate, like etcdctl's flag of that name.
     pub insecure_skip_tls_verify: Option<bool>,
     pub dial_timeout: Option<String>,
+    pub command_timeout: Option<String>,
     /// `follower` (default), `leader` or `any`.
     pub snapshot_from: Option<crate::etcd::Prefer>,
 }

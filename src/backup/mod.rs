@@ -106,8 +106,14 @@ pub enum BackupError {
     },
     #[error("compressing: {0}")]
     Compress(String),
-    #[error("cancelled (shutting down); nothing was committed")]
+    #[error("cancelled (shutting down, or the daemon stopped leading); nothing was committed")]
     Cancelled,
+    #[error("{source}; the backup was not committed: {cleanup}")]
+    NotCommitted {
+        #[source]
+        source: Box<BackupError>,
+        cleanup: String,
+    },
 }
 
 impl BackupError {
@@ -115,6 +121,7 @@ impl BackupError {
         match self {
             BackupError::Etcd(e) => e.is_config(),
             BackupError::Repo(e) => e.is_config(),
+            BackupError::NotCommitted { source, .. } => source.is_config(),
             _ => false,
         }
     }
@@ -152,7 +159,11 @@ pub async fn run(
 ) -> Result<BackupReport, BackupError> {
     let t0 = Instant::now();
     repo.probe().await?;
-    let (mut client, source) = tokio::select! {
+    let etcd::Chosen {
+        mut client,
+        status: source,
+        read_revision,
+    } = tokio::select! {
         selected = etcd::select_member(settings) => selected?,
         () = opts.cancel.cancelled() => return Err(BackupError::Cancelled),
     };
@@ -199,22 +210,43 @@ pub async fn run(
             let e = outcome.err().unwrap_or_else(|| {
                 BackupError::Compress("the upload task stopped unexpectedly".into())
             });
-            return Err(fail(e, &spool, repo, &key, false).await);
+            return Err(fail(e, &spool, repo, (&id, &key), Wrote::Nothing).await);
         }
     };
 
-    // Verify before anything becomes visible.
-    let checked = verify_spool(&spool, &source, &processed);
+    // Verify before anything becomes visible. The bbolt check reads the whole spool: off
+    // the async workers (the daemon's election keep-alives and HTTP endpoint share them).
+    let checked = {
+        let (path, endpoint) = (spool.path.clone(), source.endpoint.clone());
+        let trailer = (processed.trailer, processed.db_sha256, processed.plain_len);
+        let check = tokio::task::spawn_blocking(move || {
+            verify_spool(&path, &endpoint, trailer, read_revision)
+        });
+        tokio::select! {
+            joined = check => joined.unwrap_or_else(|e| Err(BackupError::Verify {
+                endpoint: source.endpoint.clone(),
+                reason: format!("the check stopped unexpectedly: {e}"),
+            })),
+            () = opts.cancel.cancelled() => Err(BackupError::Cancelled),
+        }
+    };
     let status = match checked {
         Ok(s) => s,
         Err(e) => {
             abort(&mut writer, opts).await;
-            return Err(fail(e, &spool, repo, &key, false).await);
+            return Err(fail(e, &spool, repo, (&id, &key), Wrote::Nothing).await);
         }
     };
     if opts.cancel.is_cancelled() {
         abort(&mut writer, opts).await;
-        return Err(fail(BackupError::Cancelled, &spool, repo, &key, false).await);
+        return Err(fail(
+            BackupError::Cancelled,
+            &spool,
+            repo,
+            (&id, &key),
+            Wrote::Nothing,
+        )
+        .await);
     }
     if let Err(e) = writer.finish().await {
         let err = BackupError::Upload {
@@ -222,7 +254,7 @@ pub async fn run(
             key: key.clone(),
             reason: explain(&e),
         };
-        return Err(fail(err, &spool, repo, &key, true).await);
+        return Err(fail(err, &spool, repo, (&id, &key), Wrote::Data).await);
     }
     let finished = chrono::Utc::now();
     let manifest = Manifest {
@@ -237,6 +269,7 @@ pub async fn run(
         finished_at: finished.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         revision: status.revision,
         header_revision: source.header_revision,
+        read_revision,
         raft_term: source.raft_term,
         raft_index: source.raft_index,
         db_size: processed.db_len,
@@ -256,10 +289,12 @@ pub async fn run(
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
     if let Err(e) = repo.sync(&key).await {
-        return Err(fail(e.into(), &spool, repo, &key, true).await);
+        return Err(fail(e.into(), &spool, repo, (&id, &key), Wrote::Data).await);
     }
+    // A failed manifest write may still have stored it (a lost reply, a failed fsync):
+    // everything this run wrote is removed, manifest first.
     if let Err(e) = repo.put_manifest(&manifest).await {
-        return Err(fail(e.into(), &spool, repo, &key, true).await);
+        return Err(fail(e.into(), &spool, repo, (&id, &key), Wrote::Manifest).await);
     }
     spool.remove();
     tracing::info!(id = %id, revision = status.revision, "backup committed");
@@ -270,19 +305,50 @@ pub async fn run(
     })
 }
 
-/// Cleans up after a failure and returns the error to report.
+/// How far a failed run got in writing to storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrote {
+    /// At most an unfinished multipart upload, which the caller aborted.
+    Nothing,
+    /// The data object is complete.
+    Data,
+    /// The manifest may have been stored too.
+    Manifest,
+}
+
+/// Cleans up after a failure and returns the error to report: a failed run leaves
+/// nothing that looks valid.
 async fn fail(
     e: BackupError,
     spool: &Spool,
     repo: &Repository,
-    key: &str,
-    completed: bool,
+    (id, key): (&str, &str),
+    wrote: Wrote,
 ) -> BackupError {
     spool.remove();
+    if wrote == Wrote::Manifest {
+        let left = repo.remove_backup(id, key).await;
+        if left.is_empty() {
+            tracing::warn!(
+                id,
+                "the manifest may have been stored: removed the manifest, then the data object, of this failed run"
+            );
+        } else {
+            tracing::error!(id, left = %left.join(", "), "could not remove everything this failed run wrote; `lifeboat list` shows it as no-data and prune leaves its data as a leftover");
+        }
+        return BackupError::NotCommitted {
+            source: Box::new(e),
+            cleanup: if left.is_empty() {
+                format!("its manifest and data object ({key}) were removed")
+            } else {
+                format!("could not remove {}", left.join(", "))
+            },
+        };
+    }
     // A completed upload without a manifest must not linger looking like data.
     // (An aborted one leaves nothing; deleting is harmless when there is nothing.)
     if let Err(cleanup) = repo.delete(key).await {
-        tracing::error!(key, error = %cleanup, completed, "could not delete the unfinished data object");
+        tracing::error!(key, error = %cleanup, completed = wrote == Wrote::Data, "could not delete the unfinished data object");
     }
     tracing::error!(error = %e, "backup failed");
     e
@@ -461,48 +527,52 @@ async fn upload(
     (writer, Ok(stored))
 }
 
-/// The checks that make a streamed snapshot trustworthy.
+/// The checks that make a streamed snapshot trustworthy: the trailer equals the sha256
+/// of what was streamed, the spool copy is a consistent bbolt file, and its revision is at
+/// least `floor`, the revision of the linearizable read made through the member just
+/// before streaming (so the member was current, not cut off with stale data).
 fn verify_spool(
-    spool: &Spool,
-    source: &MemberStatus,
-    p: &Processed,
+    spool: &std::path::Path,
+    endpoint: &str,
+    (trailer, db_sha256, plain_len): (Option<[u8; 32]>, [u8; 32], u64),
+    floor: i64,
 ) -> Result<snapshot::Status, BackupError> {
     let bad = |reason: String| BackupError::Verify {
-        endpoint: source.endpoint.clone(),
+        endpoint: endpoint.to_owned(),
         reason,
     };
-    match p.trailer {
+    match trailer {
         None => {
             return Err(bad(format!(
-                "the stream ended after {} bytes, before its sha256 trailer",
-                p.plain_len
+                "the stream ended after {plain_len} bytes, before its sha256 trailer"
             )));
         }
-        Some(t) if t != p.db_sha256 => {
+        Some(t) if t != db_sha256 => {
             return Err(bad(format!(
                 "the sha256 trailer ({}) does not match the data streamed ({}): the snapshot was corrupted in transit",
                 crate::snapshot::status::hex(&t),
-                crate::snapshot::status::hex(&p.db_sha256)
+                crate::snapshot::status::hex(&db_sha256)
             )));
         }
         Some(_) => {}
     }
     // The sha256 was just checked on the stream; the spool check is the bbolt structure.
     let (status, _) = snapshot::scan(
-        &spool.path,
+        spool,
         ScanOptions {
             verify_trailer: false,
         },
     )
     .map_err(|source_err| BackupError::Snapshot {
-        endpoint: source.endpoint.clone(),
+        endpoint: endpoint.to_owned(),
         source: source_err,
     })?;
     let store_revision = status.store_revision();
-    if store_revision < source.header_revision {
+    if store_revision < floor {
         return Err(bad(format!(
-            "revision {store_revision} inside the snapshot is older than the revision {} the member reported before streaming",
-            source.header_revision
+            "revision {store_revision} inside the snapshot is older than revision {floor}, which a \
+             linearizable read through the same member returned before streaming: the member \
+             served stale data"
         )));
     }
     Ok(status)

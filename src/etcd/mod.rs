@@ -1,6 +1,7 @@
 //! Talking to a live etcd: connection settings as etcdctl takes them, picking the one
 //! member a snapshot is taken from, its status, and the snapshot stream.
 
+mod choice;
 mod insecure;
 pub mod settings;
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use serde::Serialize;
 
+pub use choice::{Chosen, select_member};
 pub use settings::{EtcdArgs, EtcdSettings, Prefer};
 
 /// What can go wrong reaching etcd. Each names the endpoint or file involved.
@@ -31,6 +33,12 @@ pub enum EtcdError {
     },
     #[error("no usable etcd member: {0}")]
     NoMember(String),
+    #[error(
+        "no etcd member can be backed up safely (a snapshot must come from a member that is \
+         part of a healthy cluster and caught up with its leader): {}",
+        .0.join("; ")
+    )]
+    NoSafeMember(Vec<String>),
     #[error("etcd at {endpoint}: {what}: {reason}")]
     Request {
         endpoint: String,
@@ -252,64 +260,6 @@ pub async fn connect_any(s: &EtcdSettings) -> Result<(Client, String), EtcdError
         }
     }
     Err(EtcdError::NoMember(problems.join("; ")))
-}
-
-/// Picks the one member to take the snapshot from: every endpoint is asked for its
-/// status; a follower is preferred (it spares the leader) unless configured otherwise.
-/// Returns a client connected to that member only.
-pub async fn select_member(s: &EtcdSettings) -> Result<(Client, MemberStatus), EtcdError> {
-    let mut healthy: Vec<(Client, MemberStatus)> = Vec::new();
-    let mut problems: Vec<String> = Vec::new();
-    for endpoint in &s.endpoints {
-        let attempt = async {
-            let mut client = connect_one(s, endpoint).await?;
-            let status = member_status(&mut client, endpoint).await?;
-            Ok::<_, EtcdError>((client, status))
-        };
-        match attempt.await {
-            Ok(found) => healthy.push(found),
-            // Settings and credentials are the same for every endpoint: stop at once.
-            Err(
-                e @ (EtcdError::TlsFile { .. } | EtcdError::Settings(_) | EtcdError::Auth { .. }),
-            ) => {
-                return Err(e);
-            }
-            Err(e) => {
-                if s.endpoints.len() > 1 {
-                    tracing::warn!(endpoint = %endpoint, error = %e, "member not usable");
-                }
-                problems.push(e.to_string());
-            }
-        }
-    }
-    if healthy.is_empty() {
-        return Err(match problems.len() {
-            1 => EtcdError::NoMember(problems.remove(0)),
-            _ => EtcdError::NoMember(problems.join("; ")),
-        });
-    }
-    let pick = |want_leader: Option<bool>| {
-        healthy.iter().position(|(_, st)| {
-            !st.is_learner && want_leader.is_none_or(|leader| st.is_leader() == leader)
-        })
-    };
-    let index = match s.prefer {
-        Prefer::Follower => pick(Some(false)).or_else(|| pick(None)),
-        Prefer::Leader => pick(Some(true)).or_else(|| pick(None)),
-        Prefer::Any => pick(None),
-    }
-    .unwrap_or(0);
-    let chosen = healthy.swap_remove(index);
-    if s.endpoints.len() > 1 && s.prefer == Prefer::Follower && chosen.1.is_leader() {
-        tracing::warn!(endpoint = %chosen.1.endpoint, "no healthy follower; using the leader");
-    }
-    tracing::info!(
-        endpoint = %chosen.1.endpoint,
-        member_id = format_args!("{:x}", chosen.1.member_id),
-        leader = chosen.1.is_leader(),
-        "snapshot source selected"
-    );
-    Ok(chosen)
 }
 
 /// The snapshot stream of one member, chunk by chunk, with a stall timeout.

@@ -48,6 +48,10 @@ pub struct EtcdArgs {
     /// Time to establish a connection, e.g. `2s` (etcdctl's default).
     #[arg(long, env = "ETCDCTL_DIAL_TIMEOUT", value_name = "DURATION")]
     pub dial_timeout: Option<String>,
+    /// Time for one request (status, alarm list, the linearizable read), e.g. `5s`
+    /// (etcdctl's default). The snapshot stream has its own stall timeout instead.
+    #[arg(long, env = "ETCDCTL_COMMAND_TIMEOUT", value_name = "DURATION")]
+    pub command_timeout: Option<String>,
     /// Which member to take the snapshot from when several endpoints are given.
     #[arg(long, value_enum)]
     pub snapshot_from: Option<Prefer>,
@@ -75,6 +79,7 @@ pub struct EtcdSettings {
     pub password: Option<Secret>,
     pub insecure_skip_tls_verify: bool,
     pub dial_timeout: Duration,
+    pub command_timeout: Duration,
     pub prefer: Prefer,
 }
 
@@ -115,15 +120,25 @@ impl EtcdSettings {
                 "a password was given without --user (or ETCDCTL_USER)".into(),
             ));
         }
-        let dial = args.dial_timeout.as_ref().or(file.dial_timeout.as_ref());
-        let dial_timeout = match dial {
-            Some(text) => crate::duration::parse_duration(text).ok_or_else(|| {
-                EtcdError::Settings(format!(
-                    "dial timeout {text:?} is not a duration like 2s, 500ms or 1m"
-                ))
-            })?,
-            None => Duration::from_secs(2),
+        let timeout = |what: &str, text: Option<&String>, default: Duration| {
+            match text {
+            Some(text) => crate::duration::parse_duration(text)
+                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(86_400))
+                .ok_or_else(|| {
+                    EtcdError::Settings(format!(
+                        "{what} {text:?} is not a duration like 2s, 500ms or 1m (above zero, at most a day)"
+                    ))
+                }),
+            None => Ok(default),
+        }
         };
+        let dial = args.dial_timeout.as_ref().or(file.dial_timeout.as_ref());
+        let dial_timeout = timeout("dial timeout", dial, Duration::from_secs(2))?;
+        let command = args
+            .command_timeout
+            .as_ref()
+            .or(file.command_timeout.as_ref());
+        let command_timeout = timeout("command timeout", command, Duration::from_secs(5))?;
         Ok(EtcdSettings {
             endpoints,
             cacert: args.cacert.clone().or_else(|| file.cacert.clone()),
@@ -134,6 +149,7 @@ impl EtcdSettings {
             insecure_skip_tls_verify: args.insecure_skip_tls_verify
                 || file.insecure_skip_tls_verify.unwrap_or(false),
             dial_timeout,
+            command_timeout,
             prefer: args
                 .snapshot_from
                 .or(file.snapshot_from)

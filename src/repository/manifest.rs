@@ -26,6 +26,11 @@ pub struct Manifest {
     /// The revision the member reported before the snapshot was streamed; `revision` is
     /// at least this.
     pub header_revision: i64,
+    /// The revision a linearizable read through the same member returned just before
+    /// streaming: proof the member was caught up with its leader. `revision` is at least
+    /// this. 0 in manifests written before it existed.
+    #[serde(default)]
+    pub read_revision: i64,
     pub raft_term: u64,
     pub raft_index: u64,
     /// Size of the bbolt database (`totalSize`), without the 32-byte trailer.
@@ -95,6 +100,137 @@ pub fn new_id(now: chrono::DateTime<chrono::Utc>, random: u32) -> String {
     format!("{}-{random:08x}", now.format("%Y%m%dT%H%M%S%.3fZ"))
 }
 
+/// Checks that `text` is a backup id: `YYYYMMDDTHHMMSS.mmmZ-xxxxxxxx` (lower-case hex),
+/// or `YYYYMMDDTHHMMSSZ-xxxxxxxx` as written before ids carried milliseconds. Ids come
+/// back from storage and from the command line and end up in object keys, local paths
+/// and member commands, so nothing else is accepted: no `/`, `..`, spaces or shell
+/// characters can get through.
+pub fn check_id(text: &str) -> Result<(), String> {
+    let refuse = || {
+        Err(format!(
+            "{text:?} is not a backup id (YYYYMMDDTHHMMSS.mmmZ-xxxxxxxx, as `lifeboat list` shows)"
+        ))
+    };
+    let b = text.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let time_len = match b.get(15) {
+        Some(b'.') => 19, // YYYYMMDDTHHMMSS.mmm
+        _ => 15,
+    };
+    if b.len() != time_len + 10
+        || !digits(0..8)
+        || b[8] != b'T'
+        || !digits(9..15)
+        || (time_len == 19 && !digits(16..19))
+        || b[time_len] != b'Z'
+        || b[time_len + 1] != b'-'
+        || !b[time_len + 2..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    {
+        return refuse();
+    }
+    let stamp = format!(
+        "{}{}",
+        &text[..15],
+        if time_len == 19 {
+            &text[15..19]
+        } else {
+            ".000"
+        }
+    );
+    if chrono::NaiveDateTime::parse_from_str(&stamp, "%Y%m%dT%H%M%S%.3f").is_err() {
+        return refuse();
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Checks a manifest read back from storage, where anyone with write access to the
+    /// bucket may have put it: `file_id` is the id its file name carries, `cluster` the
+    /// cluster it was filed under. Every field that reaches a path, a command, a time
+    /// comparison or a decision to delete is checked; the first problem is returned.
+    pub fn validate(&self, file_id: &str, cluster: &str) -> Result<(), String> {
+        check_id(file_id)?;
+        if self.id != file_id {
+            return Err(format!(
+                "its id {:?} is not the id its file name carries ({file_id})",
+                self.id
+            ));
+        }
+        if self.cluster != cluster {
+            return Err(format!(
+                "it belongs to cluster {:?}, but is filed under {cluster:?}",
+                self.cluster
+            ));
+        }
+        let encrypted = match self.object.encryption.as_str() {
+            "none" => false,
+            "age" => true,
+            other => return Err(format!("unknown encryption {other:?} (none or age)")),
+        };
+        if self.object.compression != "zstd" {
+            return Err(format!(
+                "unknown compression {:?} (zstd)",
+                self.object.compression
+            ));
+        }
+        let want = super::Repository::data_key(&self.id, encrypted);
+        if self.object.key != want {
+            return Err(format!(
+                "its data key {:?} is not the key its id implies ({want})",
+                self.object.key
+            ));
+        }
+        for (what, text) in [
+            ("started_at", &self.started_at),
+            ("finished_at", &self.finished_at),
+        ] {
+            if chrono::DateTime::parse_from_rfc3339(text).is_err() {
+                return Err(format!("{what} {text:?} is not an RFC 3339 time"));
+            }
+        }
+        for (what, hex) in [
+            ("db_sha256", &self.db_sha256),
+            ("object.sha256", &self.object.sha256),
+        ] {
+            if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!("{what} {hex:?} is not a sha256 in hex"));
+            }
+        }
+        if self.revision < 0 || self.header_revision < 0 || self.read_revision < 0 {
+            return Err("a revision is negative".into());
+        }
+        if self.object.size == 0 || self.object.plain_size < 32 {
+            return Err(format!(
+                "sizes {} (stored) and {} (snapshot) cannot hold a snapshot",
+                self.object.size, self.object.plain_size
+            ));
+        }
+        // Shown to people and compared with the restore configuration: plain text only
+        // (no terminal escapes, no line breaks to forge log lines).
+        let texts = [
+            ("cluster_id", &self.cluster_id),
+            ("member_id", &self.member_id),
+            ("endpoint", &self.endpoint),
+            ("etcd_version", &self.etcd_version),
+            ("lifeboat_version", &self.lifeboat_version),
+        ];
+        for (what, text) in texts
+            .into_iter()
+            .chain(self.members.iter().map(|m| ("members", m)))
+        {
+            if text.len() > 256 || text.chars().any(char::is_control) {
+                return Err(format!(
+                    "{what} {text:?} holds control characters or is too long"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +245,32 @@ mod tests {
         let c = new_id(t3.into(), 0);
         assert_eq!(a, "20260102T030405.000Z-ffffffff");
         assert!(a < b && b < c, "{a} {b} {c}");
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        for good in [
+            "20260102T030405.000Z-ffffffff",
+            "20261231T235959.999Z-0123abcd",
+            "20260102T030405Z-ffffffff",
+        ] {
+            assert!(check_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "x;reboot;",
+            "../../etc/passwd",
+            "20260102T030405.000Z-ffffffff/../x",
+            "20260102T030405.000Z-$(reboot)",
+            "20260102T030405.000Z-FFFFFFFF",
+            "20261302T030405.000Z-ffffffff",
+            "20260102T030405.000Z-ffffffff ",
+            "20260102T030405.00Z-ffffffff0",
+            "2026０102T030405.000Z-ffffffff",
+        ] {
+            let err = check_id(bad).unwrap_err();
+            assert!(err.contains("not a backup id"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod etcd;
+pub mod faulty_proxy;
 pub mod lifeboat;
+pub mod partition;
 pub mod process;
 pub mod restored;
 pub mod s3;
