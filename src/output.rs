@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use crate::backup::BackupReport;
 use crate::cli::Format;
-use crate::repository::Manifest;
+use crate::repository::{Entry, Manifest};
 use crate::snapshot::{Inventory, Status, TrailerState};
 
 /// `lifeboat backup`: one summary line, or the manifest as JSON.
@@ -35,13 +35,15 @@ pub fn backup(out: &mut dyn Write, format: Format, r: &BackupReport) -> io::Resu
     }
 }
 
-/// `lifeboat list`: newest first.
-pub fn list(out: &mut dyn Write, format: Format, list: &[Manifest]) -> io::Result<()> {
+/// `lifeboat list`: newest first, each manifest file with its state: `restorable`,
+/// `no-data` (its data object is missing) or `refused` (not a manifest lifeboat trusts).
+pub fn list(out: &mut dyn Write, format: Format, list: &[Entry]) -> io::Result<()> {
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|m| {
-            vec![
+        .map(|e| match e.manifest() {
+            Some(m) => vec![
                 m.id.clone(),
+                e.state_name().to_owned(),
                 m.finished_at.clone(),
                 m.revision.to_string(),
                 human_bytes(m.object.plain_size),
@@ -49,11 +51,16 @@ pub fn list(out: &mut dyn Write, format: Format, list: &[Manifest]) -> io::Resul
                 format!("{:.1}x", m.ratio()),
                 m.object.encryption.clone(),
                 m.endpoint.clone(),
-            ]
+            ],
+            None => {
+                let mut row = vec![printable(&e.id), e.state_name().to_owned()];
+                row.extend(std::iter::repeat_n(String::new(), 7));
+                row
+            }
         })
         .collect();
     match format {
-        Format::Json => json_line(out, &list),
+        Format::Json => json_line(out, &list.iter().map(Entry::to_json).collect::<Vec<_>>()),
         Format::Simple => {
             for r in rows {
                 writeln!(out, "{}", r.join(", "))?;
@@ -64,6 +71,7 @@ pub fn list(out: &mut dyn Write, format: Format, list: &[Manifest]) -> io::Resul
             out,
             &[
                 "id",
+                "state",
                 "finished",
                 "revision",
                 "snapshot",
@@ -72,10 +80,26 @@ pub fn list(out: &mut dyn Write, format: Format, list: &[Manifest]) -> io::Resul
                 "encryption",
                 "endpoint",
             ],
-            &[Left, Left, Right, Right, Right, Right, Left, Left],
+            &[Left, Left, Left, Right, Right, Right, Right, Left, Left],
             &rows,
         ),
+    }?;
+    for e in list.iter().filter(|e| e.restorable().is_none()) {
+        tracing::warn!(
+            id = %printable(&e.id),
+            state = e.state_name(),
+            problem = e.problem().unwrap_or_default(),
+            "not a restorable backup"
+        );
     }
+    Ok(())
+}
+
+/// A name read from storage, safe to print: control characters escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(char::escape_debug)
+        .collect::<String>()
 }
 
 /// `lifeboat prune`: the decision for every backup, the leftovers, and what was done.
@@ -115,8 +139,8 @@ pub fn prune(
             format!("leftover: {} ({})", l.what, human_bytes(l.size)),
         ]);
     }
-    for id in &plan.dangling {
-        tracing::warn!(id = %id, "manifest without its data object: left alone, check the storage");
+    for what in &plan.dangling {
+        tracing::warn!(backup = %printable(what), "not a restorable backup: left alone, check the storage");
     }
     match format {
         Format::Json => json_line(

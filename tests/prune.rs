@@ -176,3 +176,37 @@ fn prune_never_deletes_the_newest_backup_and_cleans_local_staging_files() {
     assert!(out.contains("no retention policy"), "{out}");
     assert_eq!(ids(&storage, &[]), all[..1]);
 }
+
+/// Issue 9: durations from the configuration are checked arithmetic. A `leftover-grace`
+/// of 1e8 days (longer than time can be counted back) keeps every leftover; it used to
+/// panic.
+#[test]
+fn a_huge_leftover_grace_keeps_every_leftover_instead_of_panicking() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("backups");
+    let storage = format!("file://{}", root.display());
+    backups(&cluster, &storage, &[], 1);
+    // A data object that no manifest names: a leftover, but not old enough.
+    std::fs::write(root.join("default/snapshots/orphan.db.zst"), b"x").expect("orphan");
+    let config = config(
+        dir.path(),
+        &storage,
+        "keep-last = 1\nleftover-grace = \"100000000d\"",
+    );
+    for args in [
+        vec!["prune", "--config", &config, "--dry-run", "-w", "json"],
+        vec!["prune", "--config", &config, "-w", "json"],
+    ] {
+        let out = run(lifeboat(&args, &[]));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(v["plan"]["leftovers"], serde_json::json!([]), "{v}");
+    }
+    assert!(root.join("default/snapshots/orphan.db.zst").exists());
+}

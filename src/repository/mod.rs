@@ -6,6 +6,7 @@
 //! <url>/<cluster>/snapshots/<id>.db.zst[.age]  the data: snapshot file, zstd, maybe age
 //! ```
 
+mod catalog;
 pub mod manifest;
 pub mod prune;
 pub mod retention;
@@ -14,12 +15,12 @@ pub mod upload;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+pub use catalog::{Entry, Latest, State};
 pub use manifest::{Manifest, StoredObject};
 
 /// The storage default when nothing is configured.
@@ -43,11 +44,29 @@ pub enum RepoError {
         key: String,
         reason: String,
     },
+    #[error("{0}")]
+    BadId(String),
+    #[error("storage {url}: backup {id} of cluster {cluster:?} cannot be used: {reason}")]
+    Unusable {
+        url: String,
+        cluster: String,
+        id: String,
+        reason: String,
+    },
+    #[error(
+        "storage {url}: cluster {cluster:?} has no backup that can be restored{}",
+        if passed_over.is_empty() { String::new() } else { format!(" (passed over: {})", passed_over.join("; ")) }
+    )]
+    NoRestorableBackup {
+        url: String,
+        cluster: String,
+        passed_over: Vec<String>,
+    },
 }
 
 impl RepoError {
     pub fn is_config(&self) -> bool {
-        matches!(self, RepoError::Url { .. })
+        matches!(self, RepoError::Url { .. } | RepoError::BadId(_))
     }
 }
 
@@ -61,6 +80,8 @@ pub struct Repository {
     base: ObjectPath,
     url: String,
     cluster: String,
+    /// Manifests already read and checked (see [`catalog`]).
+    manifests: Arc<catalog::ManifestCache>,
 }
 
 impl Repository {
@@ -147,6 +168,7 @@ impl Repository {
             base,
             url: url.to_owned(),
             cluster: cluster.to_owned(),
+            manifests: Arc::default(),
         })
     }
 
@@ -210,79 +232,51 @@ impl Repository {
             .map_err(|e| self.access_error("listing backups", e))
     }
 
-    /// Every manifest, newest first.
-    pub async fn list(&self) -> Result<Vec<Manifest>, RepoError> {
-        let ids = self.ids().await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(
-                self.read_manifest(&self.path(&Self::manifest_key(&id)))
-                    .await?,
-            );
-        }
-        Ok(out)
+    /// Every manifest file, newest first, with its state (see [`catalog`]).
+    pub async fn list(&self) -> Result<Vec<Entry>, RepoError> {
+        self.catalog().await
     }
 
-    async fn read_manifest(&self, path: &ObjectPath) -> Result<Manifest, RepoError> {
-        let read = async { self.store.get(path).await?.bytes().await };
-        let bytes = read
-            .await
-            .map_err(|e| self.access_error(&format!("reading {path}"), e))?;
-        Manifest::from_json(&bytes).map_err(|reason| RepoError::BadManifest {
-            url: self.url.clone(),
-            key: path.to_string(),
-            reason,
-        })
-    }
-
-    /// The ids of every backup, newest first, from the manifest names alone (one LIST,
-    /// no GET per manifest).
-    pub async fn ids(&self) -> Result<Vec<String>, RepoError> {
-        let prefix = self.path("manifests");
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.access_error("listing backups", e))?;
-        let mut ids: Vec<String> = metas
-            .iter()
-            .filter_map(|m| {
-                m.location
-                    .filename()?
-                    .strip_suffix(".json")
-                    .map(str::to_owned)
-            })
-            .collect();
-        ids.sort_by(|a, b| b.cmp(a));
-        Ok(ids)
-    }
-
-    /// The manifest of backup `id`, or of the newest one for `latest`.
+    /// The manifest of backup `id`, checked, with its data object present; for `latest`
+    /// the newest backup that can be restored (newer ones that cannot are logged).
     pub async fn manifest(&self, id: &str) -> Result<Manifest, RepoError> {
         if id == "latest" {
-            let newest = self.ids().await?.into_iter().next();
-            return match newest {
-                Some(id) => {
-                    self.read_manifest(&self.path(&Self::manifest_key(&id)))
-                        .await
-                }
-                None => Err(RepoError::NoSuchBackup {
+            return Ok(self.latest().await?.manifest);
+        }
+        manifest::check_id(id).map_err(RepoError::BadId)?;
+        let unusable = |reason: String| RepoError::Unusable {
+            url: self.url.clone(),
+            cluster: self.cluster.clone(),
+            id: id.to_owned(),
+            reason,
+        };
+        let path = self.path(&Self::manifest_key(id));
+        let meta = match self.store.head(&path).await {
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(RepoError::NoSuchBackup {
                     url: self.url.clone(),
                     cluster: self.cluster.clone(),
                     id: id.to_owned(),
-                }),
-            };
-        }
-        let path = self.path(&Self::manifest_key(id));
-        match self.store.head(&path).await {
-            Err(object_store::Error::NotFound { .. }) => Err(RepoError::NoSuchBackup {
-                url: self.url.clone(),
-                cluster: self.cluster.clone(),
-                id: id.to_owned(),
-            }),
-            Err(e) => Err(self.access_error(&format!("reading {path}"), e)),
-            Ok(_) => self.read_manifest(&path).await,
+                });
+            }
+            Err(e) => return Err(self.access_error(&format!("reading {path}"), e)),
+            Ok(meta) => meta,
+        };
+        let m = self
+            .read_checked(id, &meta)
+            .await?
+            .map_err(|reason| unusable(format!("its manifest is refused: {reason}")))?;
+        match self.store.head(&self.path(&m.object.key)).await {
+            Ok(d) if d.size == m.object.size => Ok(m),
+            Ok(d) => Err(unusable(format!(
+                "its data object {} has {} bytes, the manifest says {}",
+                m.object.key, d.size, m.object.size
+            ))),
+            Err(object_store::Error::NotFound { .. }) => Err(unusable(format!(
+                "its data object {} is missing",
+                m.object.key
+            ))),
+            Err(e) => Err(self.access_error(&format!("reading {}", m.object.key), e)),
         }
     }
 
@@ -323,6 +317,19 @@ impl Repository {
             .await
             .map_err(|e| self.access_error(&format!("writing {path}"), e))?;
         self.sync(&Self::manifest_key(&m.id)).await
+    }
+
+    /// Removes what a failed backup wrote, manifest first (so nothing looks valid even
+    /// if the second delete fails), then the data object. Returns what it could not
+    /// remove.
+    pub async fn remove_backup(&self, id: &str, data_key: &str) -> Vec<String> {
+        let mut left = Vec::new();
+        for key in [Self::manifest_key(id), data_key.to_owned()] {
+            if let Err(e) = self.delete(&key).await {
+                left.push(format!("{key} ({e})"));
+            }
+        }
+        left
     }
 
     /// Deletes an object, treating "already gone" as done.

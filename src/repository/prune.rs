@@ -36,7 +36,8 @@ pub struct Plan {
     /// Every backup, newest first, with keep/delete and the reasons.
     pub decisions: Vec<Decision>,
     pub leftovers: Vec<Leftover>,
-    /// Manifests whose data object is missing: reported, never touched.
+    /// Manifests that are not restorable backups (no data, refused), with the reason:
+    /// reported, never touched.
     pub dangling: Vec<String>,
     #[serde(skip)]
     manifests: Vec<Manifest>,
@@ -62,23 +63,26 @@ fn taken_at(m: &Manifest) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// Reads the storage and decides; changes nothing.
+/// Reads the storage and decides; changes nothing. Only restorable backups (manifest
+/// valid and data present) take part in retention, so a manifest without data can never
+/// take the "newest" protection or a `keep-last` slot from a backup that can be restored.
+/// Manifests without data and refused manifests are reported and never touched; a data
+/// object is a leftover only when no manifest file name (valid or not) implies its key.
 pub async fn plan(
     repo: &Repository,
     policy: &Policy,
     grace: Duration,
     now: DateTime<Utc>,
 ) -> Result<Plan, RepoError> {
-    let manifests = repo.list().await?;
+    let entries = repo.catalog().await?;
+    let manifests: Vec<Manifest> = entries
+        .iter()
+        .filter_map(|e| e.restorable().cloned())
+        .collect();
     let mut candidates = Vec::with_capacity(manifests.len());
     for m in &manifests {
-        let Some(time) = taken_at(m) else {
-            return Err(RepoError::BadManifest {
-                url: repo.url().to_owned(),
-                key: Repository::manifest_key(&m.id),
-                reason: format!("started_at {:?} is not a RFC 3339 time", m.started_at),
-            });
-        };
+        // validate() checked started_at already.
+        let Some(time) = taken_at(m) else { continue };
         candidates.push(Candidate {
             id: m.id.clone(),
             time,
@@ -86,8 +90,20 @@ pub async fn plan(
     }
     let decisions = retention::decide(&candidates, policy, now);
 
-    let named: HashSet<&str> = manifests.iter().map(|m| m.object.key.as_str()).collect();
-    let cutoff = now - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    // Every key any manifest file could stand for, whatever its state.
+    let mut named: HashSet<String> = HashSet::new();
+    for e in &entries {
+        named.insert(Repository::data_key(&e.id, false));
+        named.insert(Repository::data_key(&e.id, true));
+        if let Some(m) = e.manifest() {
+            named.insert(m.object.key.clone());
+        }
+    }
+    // A grace too large to subtract keeps every leftover.
+    let cutoff = chrono::Duration::from_std(grace)
+        .ok()
+        .and_then(|g| now.checked_sub_signed(g))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let prefix = repo.path("snapshots");
     let objects: Vec<_> = repo
         .store()
@@ -95,14 +111,12 @@ pub async fn plan(
         .try_collect()
         .await
         .map_err(|e| repo.access_error("listing data objects", e))?;
-    let mut present = HashSet::new();
     let mut leftovers = Vec::new();
     for meta in objects {
         let Some(key) = repo.relative_key(&meta.location) else {
             continue;
         };
         if named.contains(key.as_str()) {
-            present.insert(key);
             continue;
         }
         if meta.last_modified < cutoff {
@@ -118,10 +132,17 @@ pub async fn plan(
     if let Some(dir) = repo.local_snapshots_dir() {
         leftovers.extend(staged_uploads(&dir, cutoff));
     }
-    let dangling = manifests
+    let dangling = entries
         .iter()
-        .filter(|m| !present.contains(&m.object.key))
-        .map(|m| m.id.clone())
+        .filter(|e| e.restorable().is_none())
+        .map(|e| {
+            format!(
+                "{} ({}: {})",
+                e.id,
+                e.state_name(),
+                e.problem().unwrap_or_default()
+            )
+        })
         .collect();
     Ok(Plan {
         decisions,
