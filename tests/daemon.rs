@@ -238,6 +238,7 @@ fn metrics_agree_with_list_and_readyz_follows_max_age() {
     let backups = list(&storage, &env);
     wait_until(Duration::from_secs(5), "/readyz to turn ready", || {
         http_get(daemon.port, "/readyz").is_some_and(|(c, _)| c == 200)
+            && metric(&daemon.metrics(), "lifeboat_storage_backups") == Some(2.0)
     });
     let m = daemon.metrics();
     assert_eq!(metric(&m, "lifeboat_storage_backups"), Some(2.0), "{m}");
@@ -553,4 +554,129 @@ fn the_daemon_refuses_a_bad_configuration_at_once() {
     let out = run(lifeboat(&["daemon"], &[]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+}
+
+/// Issue 9: a leader whose election lease is revoked from outside while it streams a
+/// large backup stops at once (backup cancelled through its failure path: no manifest,
+/// no object, no multipart upload, no spool), the other daemon takes over, and no two
+/// committed backups overlap in time.
+#[test]
+fn losing_leadership_cancels_the_running_backup() {
+    let cluster = Cluster::start_with_args(
+        EtcdVersion::V3_5_30,
+        1,
+        &["--quota-backend-bytes=4294967296"],
+    );
+    support::runtime().block_on(async {
+        let mut c = workload::connect(&cluster).await;
+        workload::large_db(&mut c, 300 << 20).await;
+    });
+    let s3 = SeaweedFs::start();
+    let env = s3.aws_env();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("s3://{}/etcd", s3.bucket);
+    let mut spools = Vec::new();
+    let mut daemons: Vec<Daemon> = (0..2)
+        .map(|i| {
+            let spool = dir.path().join(format!("spool{i}"));
+            std::fs::create_dir(&spool).expect("spool dir");
+            spools.push(spool.clone());
+            let config = format!(
+                "[etcd]\nendpoints = [{}]\n[storage]\nurl = \"{storage}\"\n\
+                 [backup]\nschedule = \"*/3 * * * * *\"\nspool-dir = \"{}\"\nretries = 0\n\
+                 [daemon]\nlease-ttl = \"4.5s\"\n",
+                quoted(&cluster.endpoints()),
+                spool.display()
+            );
+            Daemon::start(dir.path(), &format!("d{i}"), &config, &env)
+        })
+        .collect();
+    // Whoever leads starts streaming into its spool.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let leader = loop {
+        let streaming = (0..2).find(|&i| {
+            files_under(&spools[i])
+                .iter()
+                .any(|f| std::fs::metadata(spools[i].join(f)).is_ok_and(|m| m.len() >= 32 << 20))
+        });
+        if let Some(i) = streaming {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no daemon started a backup:\n{}\n{}",
+            daemons[0].log_text(),
+            daemons[1].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let other = 1 - leader;
+    // Revoke the leader's election lease, as an operator (or an expiry) would.
+    let keys = cluster.etcdctl_ok(&["get", "--prefix", "/lifeboat/leader/", "-w", "json"]);
+    let keys: Value = serde_json::from_str(&keys).expect("etcdctl JSON");
+    let kvs = keys["kvs"].as_array().expect("election keys");
+    let first = kvs
+        .iter()
+        .min_by_key(|kv| kv["create_revision"].as_i64().unwrap_or(i64::MAX))
+        .expect("a leader key");
+    let lease = format!("{:x}", first["lease"].as_i64().expect("lease id"));
+    let revoked_at = chrono::Utc::now();
+    cluster.etcdctl_ok(&["lease", "revoke", &lease]);
+
+    wait_until(
+        Duration::from_secs(10),
+        "the old leader to cancel its backup",
+        || daemons[leader].log_text().contains("no longer leads"),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the old leader's spool to be removed",
+        || files_under(&spools[leader]).is_empty(),
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "a backup by the new leader",
+        || daemons[other].metric("lifeboat_backups_total") >= 1.0,
+    );
+    for d in &mut daemons {
+        kill_child(&mut d.child);
+    }
+    let log = daemons[leader].log_text();
+    assert!(log.contains("cancelled"), "{log}");
+
+    // No two committed backups overlap, and each committed one came from a leader.
+    let backups = list(&storage, &env);
+    let mut spans: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = backups
+        .iter()
+        .map(|m| {
+            let t = |f: &str| {
+                chrono::DateTime::parse_from_rfc3339(m[f].as_str().expect("time"))
+                    .expect("RFC 3339")
+                    .with_timezone(&chrono::Utc)
+            };
+            (t("started_at"), t("finished_at"))
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "backups overlap in time: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    assert!(
+        spans.iter().any(|(start, _)| *start > revoked_at),
+        "the new leader committed nothing after the revoke"
+    );
+    // The cancelled run left nothing: every object belongs to a committed backup.
+    let objects = s3_objects(&s3);
+    assert_eq!(objects.len(), 2 * backups.len(), "objects: {objects:?}");
+    let uploads_dir = format!("/buckets/{}/.uploads/", s3.bucket);
+    assert!(
+        filer_entries(&s3, &uploads_dir).is_empty(),
+        "multipart upload left:\n{log}"
+    );
+    assert!(files_under(&spools[leader]).is_empty());
 }

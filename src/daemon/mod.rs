@@ -118,11 +118,10 @@ pub async fn run(settings: DaemonSettings, shutdown: CancellationToken) -> Resul
             let (l, task) = election::spawn(settings.etcd.clone(), name, ttl, shutdown.clone());
             (l, Some(task))
         }
-        None => (Leadership::always(), None),
+        None => (Leadership::always(&shutdown), None),
     };
 
-    let mut backup_opts = settings.backup.clone();
-    backup_opts.cancel = shutdown.child_token();
+    let backup_opts = settings.backup.clone();
     let jobs = Arc::new(Jobs {
         settings,
         backup_opts,
@@ -221,31 +220,117 @@ struct Jobs {
     drill_running: AtomicBool,
 }
 
+/// Marks a job as running for as long as it lives: dropped at the end of the job, on
+/// cancellation and on a panic alike, so a failed job never blocks later ticks.
+struct Running<'a>(&'a AtomicBool);
+
+impl<'a> Running<'a> {
+    /// `None` when the job is already running.
+    fn start(flag: &'a AtomicBool) -> Option<Running<'a>> {
+        (!flag.swap(true, Ordering::SeqCst)).then_some(Running(flag))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The kinds of scheduled job.
+#[derive(Debug, Clone, Copy)]
+enum Task {
+    Backup,
+    Verify,
+    Drill,
+}
+
+impl Task {
+    fn name(self) -> &'static str {
+        match self {
+            Task::Backup => "backup",
+            Task::Verify => "verify",
+            Task::Drill => "drill",
+        }
+    }
+}
+
 impl Jobs {
-    /// A backup tick: start a backup unless one is still running (the scheduler fires
-    /// every tick regardless) or another daemon leads.
-    fn backup_tick(self: &Arc<Self>) {
-        if self.shutdown.is_cancelled() || !self.leadership.is_leader() {
+    fn running_flag(&self, task: Task) -> &AtomicBool {
+        match task {
+            Task::Backup => &self.backup_running,
+            Task::Verify => &self.verify_running,
+            Task::Drill => &self.drill_running,
+        }
+    }
+
+    /// A tick: start the job unless this daemon does not lead or the previous run is
+    /// still going (the scheduler fires every tick regardless). The job runs under the
+    /// current term of leadership: losing it cancels the job.
+    fn tick(self: &Arc<Self>, task: Task) {
+        if self.shutdown.is_cancelled() {
             return;
         }
-        if self.backup_running.swap(true, Ordering::SeqCst) {
-            self.metrics.skipped("backup");
-            tracing::warn!("backup tick skipped: the previous backup is still running");
+        let Some(term) = self.leadership.term() else {
+            return;
+        };
+        if self.running_flag(task).load(Ordering::SeqCst) {
+            self.metrics.skipped(task.name());
+            tracing::warn!(
+                "{} tick skipped: the previous run is still going",
+                task.name()
+            );
             return;
         }
         let me = self.clone();
         self.tracker.spawn(async move {
-            me.backup_with_retries().await;
-            me.backup_running.store(false, Ordering::SeqCst);
+            let Some(_running) = Running::start(me.running_flag(task)) else {
+                return;
+            };
+            match task {
+                Task::Backup => me.backup_with_retries(&term).await,
+                Task::Verify => {
+                    tokio::select! {
+                        () = me.verify_newest() => {}
+                        () = term.cancelled() => me.cancelled(task),
+                    }
+                }
+                Task::Drill => {
+                    tokio::select! {
+                        () = me.drill_newest() => {}
+                        () = term.cancelled() => me.cancelled(task),
+                    }
+                }
+            }
         });
     }
 
-    async fn backup_with_retries(&self) {
+    fn cancelled(&self, task: Task) {
+        if self.shutdown.is_cancelled() {
+            tracing::info!(task = task.name(), "cancelled: shutting down");
+        } else {
+            tracing::warn!(task = task.name(), "cancelled: this daemon no longer leads");
+        }
+    }
+
+    fn backup_tick(self: &Arc<Self>) {
+        self.tick(Task::Backup);
+    }
+    fn verify_tick(self: &Arc<Self>) {
+        self.tick(Task::Verify);
+    }
+    fn drill_tick(self: &Arc<Self>) {
+        self.tick(Task::Drill);
+    }
+
+    async fn backup_with_retries(&self, term: &CancellationToken) {
         let s = &self.settings;
+        let mut opts = self.backup_opts.clone();
+        opts.cancel = term.child_token();
         let mut attempt = 0u32;
         loop {
             self.metrics.backup_attempt(Utc::now());
-            let result = backup::run(&s.etcd, &s.repo, &self.backup_opts, &Silent).await;
+            let result = backup::run(&s.etcd, &s.repo, &opts, &Silent).await;
             let e = match result {
                 Ok(report) => {
                     self.metrics.backup_succeeded(&report);
@@ -258,7 +343,10 @@ impl Jobs {
                         seconds = report.duration.as_secs_f64(),
                         "backup done"
                     );
-                    self.prune().await;
+                    tokio::select! {
+                        () = self.prune() => {}
+                        () = term.cancelled() => self.cancelled(Task::Backup),
+                    }
                     self.refresh_storage().await;
                     return;
                 }
@@ -266,7 +354,11 @@ impl Jobs {
             };
             self.metrics.backup_failed(metrics::failure_reason(&e));
             tracing::error!(error = %e, attempt = attempt + 1, "backup failed");
-            if matches!(e, BackupError::Cancelled) || e.is_config() || attempt >= s.retries {
+            if matches!(e, BackupError::Cancelled) {
+                self.cancelled(Task::Backup);
+                return;
+            }
+            if e.is_config() || attempt >= s.retries {
                 return;
             }
             let delay = (FIRST_BACKOFF * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF);
@@ -284,10 +376,10 @@ impl Jobs {
             }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = self.shutdown.cancelled() => return,
-            }
-            if !self.leadership.is_leader() {
-                return;
+                () = term.cancelled() => {
+                    self.cancelled(Task::Backup);
+                    return;
+                }
             }
             attempt += 1;
             self.metrics.retried();
@@ -319,29 +411,10 @@ impl Jobs {
         }
     }
 
-    fn verify_tick(self: &Arc<Self>) {
-        if self.shutdown.is_cancelled() || !self.leadership.is_leader() {
-            return;
-        }
-        if self.verify_running.swap(true, Ordering::SeqCst) {
-            self.metrics.skipped("verify");
-            tracing::warn!("verify tick skipped: the previous verify is still running");
-            return;
-        }
-        let me = self.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                () = me.verify_newest() => {}
-                () = me.shutdown.cancelled() => {}
-            }
-            me.verify_running.store(false, Ordering::SeqCst);
-        });
-    }
-
     async fn verify_newest(&self) {
         let s = &self.settings;
         let result = async {
-            let m = s.repo.manifest("latest").await?;
+            let m = s.repo.latest().await?.manifest;
             crate::fetch::verify(&s.repo, &m, &s.scratch, s.identities.as_ref()).await?;
             Ok::<_, crate::fetch::FetchError>(m.id)
         }
@@ -358,32 +431,13 @@ impl Jobs {
         }
     }
 
-    fn drill_tick(self: &Arc<Self>) {
-        if self.shutdown.is_cancelled() || !self.leadership.is_leader() {
-            return;
-        }
-        if self.drill_running.swap(true, Ordering::SeqCst) {
-            self.metrics.skipped("drill");
-            tracing::warn!("drill tick skipped: the previous drill is still running");
-            return;
-        }
-        let me = self.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                () = me.drill_newest() => {}
-                () = me.shutdown.cancelled() => {}
-            }
-            me.drill_running.store(false, Ordering::SeqCst);
-        });
-    }
-
     /// Restores the newest backup into a throw-away member and checks it.
     async fn drill_newest(&self) {
         let s = &self.settings;
         let Some((_, options)) = &s.drill else { return };
         let t0 = std::time::Instant::now();
         let result = async {
-            let m = s.repo.manifest("latest").await.map_err(|e| e.to_string())?;
+            let m = s.repo.latest().await.map_err(|e| e.to_string())?.manifest;
             let backup = crate::restore::plan::BackupRef {
                 id: m.id.clone(),
                 revision: m.revision,
@@ -413,28 +467,23 @@ impl Jobs {
         }
     }
 
-    /// Reads the newest backup and the count from storage, for /readyz and the metrics.
+    /// Reads the newest restorable backup and the count of restorable backups from
+    /// storage, for /readyz and the metrics; manifests without data or refused ones do
+    /// not count (the repository caches the manifests it has read).
     async fn refresh_storage(&self) {
         let repo = &self.settings.repo;
-        let read = async {
-            let ids = repo.ids().await?;
-            let newest = match ids.first() {
-                Some(id) => Some(repo.manifest(id).await?),
-                None => None,
-            };
-            Ok::<_, crate::repository::RepoError>((ids.len(), newest))
-        };
-        match read.await {
-            Ok((count, newest)) => {
-                let newest = newest.and_then(|m| {
+        match repo.catalog().await {
+            Ok(entries) => {
+                let restorable: Vec<_> = entries.iter().filter_map(|e| e.restorable()).collect();
+                let newest = restorable.first().and_then(|m| {
                     let finished = chrono::DateTime::parse_from_rfc3339(&m.finished_at).ok()?;
                     Some(Newest {
-                        id: m.id,
+                        id: m.id.clone(),
                         finished_at: finished.with_timezone(&Utc),
                         revision: m.revision,
                     })
                 });
-                self.metrics.storage_seen(count, newest);
+                self.metrics.storage_seen(restorable.len(), newest);
             }
             Err(e) => tracing::warn!(error = %e, "could not read the storage"),
         }
@@ -477,5 +526,29 @@ fn clean_spool_leftovers(dir: &std::path::Path, grace: Duration) {
         if old && std::fs::remove_file(entry.path()).is_ok() {
             tracing::info!(path = %entry.path().display(), "removed the spool file of a backup that never finished");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_job_that_panics_does_not_block_later_ticks() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let job = tokio::spawn(async move {
+            let _running = Running::start(&f).expect("not running yet");
+            assert!(f.load(Ordering::SeqCst));
+            panic!("injected panic inside a scheduled job");
+        });
+        assert!(job.await.unwrap_err().is_panic());
+        assert!(
+            !flag.load(Ordering::SeqCst),
+            "the flag is cleared by the unwinding"
+        );
+        let again = Running::start(&flag);
+        assert!(again.is_some(), "the next tick may start");
+        assert!(Running::start(&flag).is_none(), "but not two at once");
     }
 }
