@@ -1,5 +1,5 @@
 //! `lifeboat restore` with a member reached over ssh: a real sshd on 127.0.0.1 (the
-//! bench's `Sshd`), the system's `ssh` and `scp`, and `[restore] ssh-config` pointing at
+//! bench's `Sshd`), the system's `ssh`, and `[restore] ssh-config` pointing at
 //! the bench's client configuration. Every member command, the probe and the snapshot
 //! copy go through it.
 
@@ -249,7 +249,8 @@ impl Drop for PidFile {
 
 /// `restore run` of a 1-member cluster whose member is reached over ssh: every command
 /// (probe, checks, etcd stop and start, etcdutl restore, moving the data dirs) runs
-/// through sshd, and the snapshot goes there with scp.
+/// through sshd, and the snapshot goes there over ssh (`cat`), into a data dir whose
+/// name needs quoting.
 #[test]
 fn restore_run_over_ssh_brings_the_data_back() {
     let server = Sshd::start();
@@ -416,7 +417,7 @@ fn restore_run_over_ssh_brings_the_data_back() {
         assert!(!d.join("pwned").exists(), "{}", d.display());
     }
 
-    // All of it went through sshd: a login per member command, and scp's SFTP session.
+    // All of it went through sshd: a login per member command and the copy.
     let log = std::fs::read_to_string(&server.log_path).expect("sshd log");
     assert!(
         logins(&server) >= before + 8,

@@ -618,19 +618,30 @@ async fn port_state(url: &str) -> PortState {
     if addrs.is_empty() {
         return PortState::Unknown(format!("cannot resolve {addr:?}: no address"));
     }
-    let mut unknown = None;
+    // A name may give addresses this host cannot use at all (`localhost` as ::1 without
+    // IPv6): those say nothing; another address's refusal does.
+    let (mut refused, mut unknown, mut unusable) = (false, None, Vec::new());
     for a in addrs {
         match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(a)).await
         {
             Ok(Ok(_)) => return PortState::Open,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused = true,
+            Ok(Err(e))
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT | libc::ENETUNREACH)
+                ) =>
+            {
+                unusable.push(format!("{a}: {e}"));
+            }
             Ok(Err(e)) => unknown = Some(format!("cannot connect to {a}: {e}")),
             Err(_) => unknown = Some(format!("cannot connect to {a}: no answer within 1 s")),
         }
     }
-    match unknown {
-        Some(reason) => PortState::Unknown(reason),
-        None => PortState::Closed,
+    match (unknown, refused) {
+        (Some(reason), _) => PortState::Unknown(reason),
+        (None, true) => PortState::Closed,
+        (None, false) => PortState::Unknown(format!("cannot connect: {}", unusable.join(", "))),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Where a member's commands run: on this host, or over the system's `ssh`/`scp`
+//! Where a member's commands run: on this host, or over the system's `ssh`
 //! (BatchMode, so a missing key or an unknown host key fails instead of prompting;
 //! known-hosts checking stays as the operator configured it).
 
@@ -54,8 +54,8 @@ impl Host {
         if host.is_empty() {
             return Err(format!("host {t:?}: no host name"));
         }
-        // Both reach ssh's command line: a leading `-` would be an option, and scp-like
-        // tools hand them to a shell.
+        // Both reach ssh's command line: a leading `-` would be an option, and a shell
+        // character has no business in a user or host name.
         names::check_ssh_word("host", host).map_err(|e| format!("host {t:?}: {e}"))?;
         if let Some(u) = &user {
             names::check_ssh_word("user", u).map_err(|e| format!("host {t:?}: {e}"))?;
@@ -68,7 +68,7 @@ impl Host {
         })
     }
 
-    /// Uses this ssh_config file for ssh and scp (`[restore] ssh-config`).
+    /// Uses this ssh_config file for ssh (`[restore] ssh-config`).
     pub fn with_ssh_config(self, file: Option<&Path>) -> Host {
         match self {
             Host::Ssh {
