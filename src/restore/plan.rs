@@ -565,7 +565,7 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
                         // and the restored one in place.
                         "if [ -e {old} ] && [ -e {data} ] && [ ! -e {new} ]; then \
                          echo {done}; exit 0; fi; \
-                         if [ -e {new} ]; then mv -- {new} {new}.partial-$(date +%s) || exit 1; fi; {}",
+                         if [ -e {new} ]; then mv -- {new} {new}.partial-$(date +%s)-$$ || exit 1; fi; {}",
                         restore_command(m, probe_of(m), &p, &initial_cluster, &s.token, bump),
                         done = quote(&format!(
                             "{} is restored already ({} is the old one)",
@@ -753,7 +753,7 @@ mod tests {
         assert!(restores[0].contains(
             "; if [ -e /srv/m1/data.lifeboat-new-20261122T060000Z ]; then mv -- \
              /srv/m1/data.lifeboat-new-20261122T060000Z \
-             /srv/m1/data.lifeboat-new-20261122T060000Z.partial-$(date +%s) || exit 1; fi; "
+             /srv/m1/data.lifeboat-new-20261122T060000Z.partial-$(date +%s)-$$ || exit 1; fi; "
         ));
         assert_eq!(
             restores[0].rsplit("; ").next().unwrap(),
