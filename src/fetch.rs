@@ -64,31 +64,70 @@ pub enum FetchError {
     Exists { path: PathBuf },
 }
 
-/// Downloads backup `m` into `out` (via `out.part`, renamed when everything matched).
-/// Encrypted backups need `identities`.
+/// Downloads backup `m` into `out`, via a temporary file of its own beside it (created
+/// exclusively, mode 0600, removed on failure) that is renamed to `out` when everything
+/// matched, without ever replacing a file that appeared there meanwhile. A `.part` left
+/// by an interrupted fetch is not in the way. Encrypted backups need `identities`.
 pub async fn fetch(
     repo: &Repository,
     m: &Manifest,
     out: &Path,
     identities: Option<&Arc<Identities>>,
 ) -> Result<(), FetchError> {
-    if out.exists() {
+    if out.symlink_metadata().is_ok() {
         return Err(FetchError::Exists {
             path: out.to_path_buf(),
         });
     }
     let part = part_path(out);
-    let result = download_and_check(repo, m, &part, identities).await;
-    match result {
-        Ok(()) => std::fs::rename(&part, out).map_err(|source| FetchError::Output {
-            id: m.id.clone(),
-            path: out.to_path_buf(),
-            source,
-        }),
-        Err(e) => {
-            let _ = std::fs::remove_file(&part);
-            Err(e)
+    // Removed however this ends, also when the future is dropped; a no-op once renamed.
+    let _part = RemoveOnDrop(part.clone());
+    download_and_check(repo, m, &part, identities).await?;
+    rename_no_clobber(&part, out).map_err(|source| {
+        if source.kind() == io::ErrorKind::AlreadyExists {
+            FetchError::Exists {
+                path: out.to_path_buf(),
+            }
+        } else {
+            FetchError::Output {
+                id: m.id.clone(),
+                path: out.to_path_buf(),
+                source,
+            }
         }
+    })
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`, nothing changed):
+/// renameat2(RENAME_NOREPLACE), or link + unlink where the filesystem lacks it.
+pub fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a path"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS | libc::ENOTSUP) => {
+            // link(2) never replaces its target either.
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        _ => Err(e),
     }
 }
 
@@ -99,7 +138,8 @@ pub async fn verify(
     scratch: &Path,
     identities: Option<&Arc<Identities>>,
 ) -> Result<(), FetchError> {
-    let path = scratch.join(format!("lifeboat-verify-{}.db.part", m.id));
+    // Not named after the manifest's id (untrusted, it could hold `/` or `..`).
+    let path = scratch.join(format!("lifeboat-verify-{}.db.part", random_suffix()));
     // Removed however this ends, also when the future is dropped (daemon shutdown).
     let _scratch = RemoveOnDrop(path.clone());
     download_and_check(repo, m, &path, identities).await
@@ -113,10 +153,27 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// `.NAME.RANDOM.part` beside `out`: unique to this fetch, on the same filesystem.
 fn part_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".part");
-    PathBuf::from(s)
+    let mut name = std::ffi::OsString::from(".");
+    name.push(out.file_name().unwrap_or_default());
+    name.push(format!(".{}.part", random_suffix()));
+    out.with_file_name(name)
+}
+
+/// 16 hex digits from the kernel's random source (the time and pid if it fails).
+fn random_suffix() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if usize::try_from(n).ok() != Some(b.len()) {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        b = (t ^ u64::from(std::process::id()).rotate_left(40)).to_le_bytes();
+    }
+    hex(&b)
 }
 
 async fn download_and_check(
@@ -344,5 +401,42 @@ impl Write for HashingFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rename_never_replaces_a_file_that_appeared_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (part, out) = (dir.path().join("p"), dir.path().join("out.db"));
+        std::fs::write(&part, b"fetched").unwrap();
+        // Someone else's file at the target, made after fetch's first check.
+        std::fs::write(&out, b"theirs").unwrap();
+        let e = rename_no_clobber(&part, &out).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&out).unwrap(), b"theirs");
+        assert_eq!(std::fs::read(&part).unwrap(), b"fetched");
+        std::fs::remove_file(&out).unwrap();
+        rename_no_clobber(&part, &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"fetched");
+        assert!(!part.exists());
+    }
+
+    #[test]
+    fn part_names_are_unique_and_beside_the_target() {
+        let out = Path::new("/srv/backups/snapshot.db");
+        let (a, b) = (part_path(out), part_path(out));
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), out.parent());
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(".snapshot.db.") && name.ends_with(".part"),
+            "{name}"
+        );
+        // The old fixed name, as an interrupted fetch left it, is not the one used.
+        assert_ne!(a, Path::new("/srv/backups/snapshot.db.part"));
     }
 }

@@ -118,14 +118,22 @@ fn plan_follows_what_each_members_restore_tool_can_do() {
             .any(|c| c.contains(&format!("ETCDCTL_API=3 {etcdctl_34} snapshot restore")))
     );
 
-    // A member without the tool: the plan still prints, and says preflight failed there.
-    let p = plan(
-        &config(
-            dir.path(),
-            &[etcdutl.clone(), "/nonexistent/etcdutl".into()],
-        ),
-        &snapshot,
+    // A member without the tool: the plan still prints, and says preflight failed there;
+    // the exit code says it too (1), naming the member.
+    let cfg = config(
+        dir.path(),
+        &[etcdutl.clone(), "/nonexistent/etcdutl".into()],
     );
+    let out = run(lifeboat(
+        &[
+            "restore", "plan", "--config", &cfg, "--backup", &snapshot, "-w", "json",
+        ],
+        &[],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("preflight failed on m1"), "{err}");
+    let p: Value = serde_json::from_slice(&out.stdout).expect("the plan is still printed");
     let notes = p["notes"].to_string();
     assert!(
         notes.contains("preflight failed") && notes.contains("/nonexistent/etcdutl"),
@@ -281,9 +289,18 @@ fn disaster(version: EtcdVersion, fault: bool) {
         } else {
             tool.clone()
         };
+        // Started already (a repeated step 6): nothing to do.
+        let running = |pid: &std::path::Path| {
+            format!(
+                "if [ -f {pid} ] && p=$(cat {pid}) && [ -e /proc/$p ] && \
+                 ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null; then exit 0; fi; ",
+                pid = pid.display()
+            )
+        };
         let etcd_start = format!(
-            "echo start-etcd-{i} >> {ev}; nohup timeout 600 {etcd} {args} >> {log} \
+            "{running}echo start-etcd-{i} >> {ev}; nohup timeout 600 {etcd} {args} >> {log} \
              2>&1 & echo $! > {pid}",
+            running = running(&pid),
             ev = events.display(),
             etcd = version.etcd().display(),
             args = args.join(" "),
@@ -291,15 +308,19 @@ fn disaster(version: EtcdVersion, fault: bool) {
             pid = pid.display()
         );
         let etcd_stop = format!(
-            // Gone, or a zombie (the survivor is a child of the test's bench).
-            "echo stop-etcd-{i} >> {ev}; if [ -f {pid} ]; then p=$(cat {pid}); kill $p 2>/dev/null; \
+            // Member 0's stop is slow while a `slow` file exists (a signal arrives then).
+            // Then: gone, or a zombie (the survivor is a child of the test's bench).
+            "if [ {i} = 0 ] && [ -e {slow} ]; then echo slow-stop >> {ev}; sleep 60; fi; \
+             echo stop-etcd-{i} >> {ev}; if [ -f {pid} ]; then p=$(cat {pid}); kill $p 2>/dev/null; \
              while [ -e /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null; \
              do sleep 0.1; done; fi; true",
             ev = events.display(),
-            pid = pid.display()
+            pid = pid.display(),
+            slow = dir.path().join("slow").display()
         );
         let kube_start = format!(
-            "echo start-kube-{i} >> {ev}; nohup timeout 600 sleep 600 >/dev/null 2>&1 & echo $! > {kp}",
+            "{running}echo start-kube-{i} >> {ev}; nohup timeout 600 sleep 600 >/dev/null 2>&1 & echo $! > {kp}",
+            running = running(&kube_pid),
             ev = events.display(),
             kp = kube_pid.display()
         );
@@ -394,6 +415,91 @@ fn disaster(version: EtcdVersion, fault: bool) {
         );
         std::fs::write(&object, &good).expect("repair");
         resume = true;
+
+        // SIGTERM while member 0's etcd stop hangs (step 4): the run stops, journals what
+        // finished, and says to resume.
+        std::fs::write(dir.path().join("slow"), b"").expect("slow");
+        let mut child = lifeboat(
+            &[
+                "restore",
+                "run",
+                "--config",
+                config,
+                "--storage",
+                &storage,
+                "--backup",
+                "latest",
+                "--yes",
+                "--resume",
+            ],
+            &[],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start restore run");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .contains("slow-stop")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "step 4 never began: {:?}",
+                std::fs::read_to_string(&events)
+            );
+            assert!(
+                child.try_wait().expect("wait").is_none(),
+                "the run ended early"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // Members 1 and 2 stop at once; let their actions complete first.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let started = std::time::Instant::now();
+        // SAFETY: kill(2) on the lifeboat process this test started.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let out = child.wait_with_output().expect("wait for restore run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the run did not stop promptly"
+        );
+        assert!(
+            err.contains("interrupted") && err.contains("step 4") && err.contains("--resume"),
+            "{err}"
+        );
+        let journal: Value = serde_json::from_str(
+            &std::fs::read_dir(dir.path().join("state"))
+                .expect("state dir")
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "json"))
+                .map(|p| std::fs::read_to_string(p).expect("read journal"))
+                .expect("a journal"),
+        )
+        .expect("journal JSON");
+        let done: Vec<&str> = journal["done"]
+            .as_array()
+            .expect("done")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            journal["failed"]
+                .as_str()
+                .is_some_and(|f| f.contains("step 4") && f.contains("interrupted")),
+            "{journal}"
+        );
+        // What finished before the signal is recorded, action by action; member 0's
+        // stop is not.
+        assert!(done.iter().any(|k| k.starts_with("3/m0/")), "{journal}");
+        assert!(done.iter().any(|k| k.starts_with("4/m1/")), "{journal}");
+        assert!(!done.iter().any(|k| k.starts_with("4/m0/")), "{journal}");
+        std::fs::remove_file(dir.path().join("slow")).expect("not slow any more");
     }
     let out = restore(if resume { &["--resume"] } else { &[] });
     let report: Value = serde_json::from_str(&ok(out)).expect("report JSON");
@@ -470,6 +576,53 @@ fn disaster(version: EtcdVersion, fault: bool) {
     assert!(ks.iter().max() < es.iter().min(), "{events}");
     assert!(est.iter().max() < kst.iter().min(), "{events}");
     assert!(es.iter().max() < est.iter().min(), "{events}");
+
+    if fault {
+        // Step 5 again after it succeeded (--from-step 5): nothing is moved, the restored
+        // data dir serves the same data, the old one is kept, not nested in anything.
+        let out = restore(&["--from-step", "5"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("step 5 done"), "{err}");
+        let again = support::workload::dump(cluster.endpoints());
+        assert!(again == at_backup, "the data changed");
+        for m in cluster.members() {
+            let parent = m.data_dir.parent().expect("parent");
+            let name = m
+                .data_dir
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let kept: Vec<std::path::PathBuf> = std::fs::read_dir(parent)
+                .expect("read dir")
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name().is_some_and(|n| {
+                        n.to_string_lossy()
+                            .starts_with(&format!("{name}.lifeboat-2"))
+                    })
+                })
+                .collect();
+            assert_eq!(kept.len(), 1, "{kept:?}");
+            assert!(
+                kept[0].join("member/snap").is_dir(),
+                "{}",
+                kept[0].display()
+            );
+            assert!(m.data_dir.join("member/snap/db").is_file());
+            let inside = |d: &std::path::Path| -> Vec<String> {
+                std::fs::read_dir(d)
+                    .expect("read dir")
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            };
+            assert_eq!(inside(&m.data_dir), ["member"], "{}", m.data_dir.display());
+            assert_eq!(inside(&kept[0]), ["member"], "{}", kept[0].display());
+        }
+    }
 }
 
 fn toml_string(s: &str) -> String {

@@ -1,5 +1,5 @@
 //! `lifeboat restore` with a member reached over ssh: a real sshd on 127.0.0.1 (the
-//! bench's `Sshd`), the system's `ssh` and `scp`, and `[restore] ssh-config` pointing at
+//! bench's `Sshd`), the system's `ssh`, and `[restore] ssh-config` pointing at
 //! the bench's client configuration. Every member command, the probe and the snapshot
 //! copy go through it.
 
@@ -46,7 +46,12 @@ fn config(dir: &Path, ssh_config: &Path, host: &str, member: &str) -> PathBuf {
 }
 
 fn plan(config: &Path, snapshot: &Path) -> Value {
-    let out = ok(run(lifeboat(
+    let out = ok(plan_output(config, snapshot));
+    serde_json::from_str(&out).expect("plan JSON")
+}
+
+fn plan_output(config: &Path, snapshot: &Path) -> std::process::Output {
+    run(lifeboat(
         &[
             "restore",
             "plan",
@@ -58,8 +63,7 @@ fn plan(config: &Path, snapshot: &Path) -> Value {
             "json",
         ],
         &[],
-    )));
-    serde_json::from_str(&out).expect("plan JSON")
+    ))
 }
 
 /// How many logins the server accepted so far.
@@ -165,8 +169,12 @@ fn a_wrong_host_key_is_refused_with_a_clear_reason() {
     let before = logins(&b.server);
 
     let started = Instant::now();
-    let p = plan(&config, &b.snapshot);
+    // The plan is printed, and the exit code says preflight failed.
+    let out = plan_output(&config, &b.snapshot);
     let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("preflight failed on m0"));
+    let p: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
     assert!(took < Duration::from_secs(15), "plan took {took:?}");
     let notes = p["notes"].to_string();
     assert!(
@@ -241,7 +249,8 @@ impl Drop for PidFile {
 
 /// `restore run` of a 1-member cluster whose member is reached over ssh: every command
 /// (probe, checks, etcd stop and start, etcdutl restore, moving the data dirs) runs
-/// through sshd, and the snapshot goes there with scp.
+/// through sshd, and the snapshot goes there over ssh (`cat`), into a data dir whose
+/// name needs quoting.
 #[test]
 fn restore_run_over_ssh_brings_the_data_back() {
     let server = Sshd::start();
@@ -274,10 +283,22 @@ fn restore_run_over_ssh_brings_the_data_back() {
     let pid = dir.path().join("etcd.pid");
     std::fs::write(&pid, m.pid().expect("member runs").to_string()).expect("pid file");
     let _guard = PidFile(pid.clone());
+    // The restored member's data dir has a name that needs quoting on the member's
+    // shell (spaces, both quotes, `$( )`, `;`); it is written in the config with a
+    // trailing '/'. It holds an old data dir, which must be moved aside intact.
+    let data_dir = dir.path().join("etcd data \"it's\" $(touch pwned);x");
+    std::fs::create_dir_all(data_dir.join("member")).expect("old data dir");
+    std::fs::write(data_dir.join("member/old"), b"old").expect("old data");
     let args: Vec<String> = m
         .args()
         .iter()
-        .map(|a| sh_word(&a.to_string_lossy()))
+        .map(|a| {
+            if Path::new(a) == m.data_dir {
+                sh_word(&data_dir.display().to_string())
+            } else {
+                sh_word(&a.to_string_lossy())
+            }
+        })
         .collect();
     // stdin from /dev/null and output to the log: nothing keeps the ssh session open.
     let etcd_start = format!(
@@ -299,7 +320,7 @@ fn restore_run_over_ssh_brings_the_data_back() {
          etcd-start = {}\netcd-stop = {}\n",
         m.peer_url,
         m.client_url,
-        toml_string(&m.data_dir.display().to_string()),
+        toml_string(&format!("{}/", data_dir.display())),
         toml_string(&etcd_start),
         toml_string(&etcd_stop),
     );
@@ -347,17 +368,16 @@ fn restore_run_over_ssh_brings_the_data_back() {
         "not bumped: {revision}"
     );
 
-    // The member's files: the snapshot scp'd there is the backup byte for byte, and the
-    // old data dir is kept beside the restored one.
-    let parent = m.data_dir.parent().expect("parent");
-    let copied = parent.join("lifeboat-restore-it's a snapshot-m0.db");
+    // The member's files: the snapshot copied there is the backup byte for byte (its
+    // name made plain), and the old data dir is kept beside the restored one.
+    let parent = data_dir.parent().expect("parent");
+    let copied = parent.join("lifeboat-restore-it_s_a_snapshot-m0.db");
     assert!(
         std::fs::read(&copied).ok() == std::fs::read(&snapshot).ok(),
         "{} is not the backup",
         copied.display()
     );
-    let name = m
-        .data_dir
+    let name = data_dir
         .file_name()
         .expect("name")
         .to_string_lossy()
@@ -374,17 +394,40 @@ fn restore_run_over_ssh_brings_the_data_back() {
         })
         .collect();
     assert_eq!(kept.len(), 1, "old data dir not kept: {kept:?}");
-    assert!(kept[0].join("member").is_dir(), "{}", kept[0].display());
+    assert_eq!(
+        std::fs::read(kept[0].join("member/old")).ok().as_deref(),
+        Some(&b"old"[..]),
+        "{}",
+        kept[0].display()
+    );
+    // The restored one is in place, not inside the old one; nothing in a name ran.
+    assert!(data_dir.join("member/snap/db").is_file());
+    assert!(!data_dir.join("member/old").exists());
+    assert!(!kept[0].join(&name).exists(), "nested");
+    let pwned: Vec<PathBuf> = support::lifeboat::files_under(dir.path())
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "pwned"))
+        .collect();
+    assert!(pwned.is_empty(), "{pwned:?}");
+    // Where the member's shell starts (the login's home) and where this test runs.
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    for d in [home.as_path(), Path::new("."), server.dir()] {
+        assert!(!d.join("pwned").exists(), "{}", d.display());
+    }
 
-    // All of it went through sshd: a login per member command, and scp's SFTP session.
+    // All of it went through sshd: a login per member command and the copy.
     let log = std::fs::read_to_string(&server.log_path).expect("sshd log");
     assert!(
         logins(&server) >= before + 8,
         "too few ssh logins for a restore:\n{log}"
     );
+    // The copy is one of those sessions (ssh, `cat` on the member; no scp, whose
+    // legacy mode would hand the path to a shell unquoted).
     assert!(
-        log.contains("Starting session: subsystem 'sftp'"),
-        "the snapshot did not go through scp:\n{log}"
+        !log.contains("subsystem 'sftp'"),
+        "the snapshot went through scp/sftp:\n{log}"
     );
     eprintln!("restore over ssh took {took:?}");
 }

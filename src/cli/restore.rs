@@ -20,15 +20,26 @@ pub(super) fn plan(
     use crate::restore::plan;
     let (settings, rt, backup) = prepare(args, config)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let p = rt.block_on(planned(&settings, &backup, &stamp));
+    let (p, failed) = rt.block_on(planned(&settings, &backup, &stamp));
     match cli.write_out {
         Format::Json => writeln!(
             out,
             "{}",
             serde_json::to_string(&p).map_err(|e| Failure::Output(e.into()))?
         )
-        .map_err(Failure::Output),
-        _ => write!(out, "{}", plan::render(&p)).map_err(Failure::Output),
+        .map_err(Failure::Output)?,
+        _ => write!(out, "{}", plan::render(&p)).map_err(Failure::Output)?,
+    }
+    // The plan is printed either way, but a plan whose preflight failed is not one to
+    // carry out: say so in the exit code.
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Restore(format!(
+            "preflight failed on {} (see the plan's notes); `restore run` would stop at step \
+             1 or 2 there",
+            failed.join(", ")
+        )))
     }
 }
 
@@ -53,25 +64,25 @@ fn prepare(
     Ok((settings, rt, backup))
 }
 
-/// The plan after probing every member; members that could not be probed are named in
-/// its notes (the plan is still worth reading; `restore run` stops at step 2).
+/// The plan after probing every member, and the members that could not be probed
+/// (named in its notes: the plan is still worth reading; `restore run` stops at step 2).
 async fn planned(
     settings: &crate::restore::plan::RestoreSettings,
     backup: &crate::restore::plan::BackupRef,
     stamp: &str,
-) -> crate::restore::plan::Plan {
+) -> (crate::restore::plan::Plan, Vec<String>) {
     let mut probes = Vec::new();
     let mut failed = Vec::new();
     for m in &settings.members {
         match crate::restore::probe(m, settings.step_timeout).await {
             Ok(p) => probes.push(p),
-            Err(e) => failed.push(e),
+            Err(e) => failed.push((m.name.clone(), e)),
         }
     }
     let mut p = crate::restore::plan::make(settings, backup, &probes, stamp);
     p.notes
-        .extend(failed.into_iter().map(|e| format!("preflight failed: {e}")));
-    p
+        .extend(failed.iter().map(|(_, e)| format!("preflight failed: {e}")));
+    (p, failed.into_iter().map(|(name, _)| name).collect())
 }
 
 /// `restore run`.
@@ -103,6 +114,19 @@ pub(super) fn run(
                 j.failed.as_deref().unwrap_or("no failure recorded")
             )));
         }
+        // --from-step N continues the same restore: its directory names (the stamp), with
+        // the steps from N on to be done again. Step 5 finds its swap done and keeps it.
+        (Some(mut j), false) if args.from_step.is_some() => {
+            let from = args.from_step.unwrap_or(1);
+            j.done.retain(|k| {
+                k.split('/')
+                    .next()
+                    .and_then(|n| n.parse::<u8>().ok())
+                    .is_some_and(|n| n < from)
+            });
+            j.finished = false;
+            j
+        }
         (previous, false) => {
             if previous.is_some() {
                 let kept = journal_path.with_extension(format!(
@@ -119,7 +143,7 @@ pub(super) fn run(
             }
         }
     };
-    let p = rt.block_on(planned(&settings, &backup, &journal.stamp));
+    let (p, _) = rt.block_on(planned(&settings, &backup, &journal.stamp));
     if !args.yes {
         write!(out, "{}", plan::render(&p)).map_err(Failure::Output)?;
         return Err(Failure::Usage(
@@ -148,14 +172,21 @@ pub(super) fn run(
         settings,
         etcd,
         source,
+        stop: tokio_util::sync::CancellationToken::new(),
     };
     let from = if args.resume {
         1
     } else {
         args.from_step.unwrap_or(1)
     };
+    // SIGTERM or Ctrl-C: the running actions are stopped, the journal written, and the
+    // run ends non-zero, saying how to resume.
     let report = rt
-        .block_on(runner.run(&p, &journal_path, journal, from))
+        .block_on(async {
+            tokio::spawn(super::cancel_on_signal(runner.stop.clone()));
+            tokio::task::yield_now().await;
+            runner.run(&p, &journal_path, journal, from).await
+        })
         .map_err(|e| Failure::Restore(e.to_string()))?;
     match cli.write_out {
         Format::Json => writeln!(
@@ -296,9 +327,12 @@ fn restore_backup_ref(
             },
         )?;
         return Ok(crate::restore::plan::BackupRef {
-            id: path
-                .file_stem()
-                .map_or("snapshot".into(), |s| s.to_string_lossy().into_owned()),
+            // The operator's file name, made a plain word: it names files on the members.
+            id: crate::restore::names::file_word(
+                &path
+                    .file_stem()
+                    .map_or("snapshot".into(), |s| s.to_string_lossy().into_owned()),
+            ),
             revision: status.revision,
             total_key: status.total_key,
             live_keys: status.live_keys,
@@ -309,6 +343,10 @@ fn restore_backup_ref(
     }
     let repo = open_repository(storage, config)?;
     let m = rt.block_on(repo.manifest(which))?;
+    // Storage is untrusted: the id names the journal, the fetched file and files on every
+    // member, and appears in their commands.
+    crate::restore::names::check_backup_id(&m.id)
+        .map_err(|e| Failure::Restore(format!("backup {which:?}: {e}")))?;
     Ok(crate::restore::plan::BackupRef {
         id: m.id,
         revision: m.revision,

@@ -98,8 +98,10 @@ pub fn decide(backups: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Vec
 
     // (reason prefix, bucket label in `policy.tz`, buckets still to take, last bucket seen).
     // Walking newest first, the first backup of each new bucket is that bucket's newest.
+    // An hour's label carries its UTC offset: when clocks fall back (Europe/Berlin,
+    // 2026-10-25) 02h happens twice, as +02:00 and then +01:00, and those are two hours.
     let mut buckets: Vec<(&str, &str, u32, Option<String>)> = [
-        ("hourly", "%Y-%m-%d %Hh", policy.keep_hourly),
+        ("hourly", "%Y-%m-%d %Hh%:z", policy.keep_hourly),
         ("daily", "%Y-%m-%d", policy.keep_daily),
         ("weekly", "%G-W%V", policy.keep_weekly),
         ("monthly", "%Y-%m", policy.keep_monthly),
@@ -235,9 +237,35 @@ mod tests {
         assert_eq!(
             kept(&decide(&fixture(), &p, now())),
             [
-                "20260311T234000Z: hourly 2026-03-11 23h; newest backup (never deleted)",
-                "20260311T224000Z: hourly 2026-03-11 22h",
-                "20260311T214000Z: hourly 2026-03-11 21h",
+                "20260311T234000Z: hourly 2026-03-11 23h+00:00; newest backup (never deleted)",
+                "20260311T224000Z: hourly 2026-03-11 22h+00:00",
+                "20260311T214000Z: hourly 2026-03-11 21h+00:00",
+            ]
+        );
+    }
+
+    /// Europe/Berlin falls back at 01:00Z on 2026-10-25: 02:00-03:00 local happens
+    /// twice, first at +02:00 (00:00-01:00Z), then at +01:00 (01:00-02:00Z). Those are two
+    /// hours, and keep-hourly keeps the newest backup of each.
+    #[test]
+    fn keep_hourly_counts_both_hours_of_a_dst_fall_back() {
+        let backups: Vec<Candidate> = [
+            "2026-10-24T23:30:00Z", // 01:30+02:00
+            "2026-10-25T00:10:00Z", // 02:10+02:00
+            "2026-10-25T00:50:00Z", // 02:50+02:00
+            "2026-10-25T01:10:00Z", // 02:10+01:00
+            "2026-10-25T01:50:00Z", // 02:50+01:00
+        ]
+        .into_iter()
+        .map(candidate)
+        .collect();
+        let mut p = policy(|p| p.keep_hourly = Some(2));
+        p.tz = Tz::Europe__Berlin;
+        assert_eq!(
+            kept(&decide(&backups, &p, at("2026-10-25T02:00:00Z"))),
+            [
+                "20261025T015000Z: hourly 2026-10-25 02h+01:00; newest backup (never deleted)",
+                "20261025T005000Z: hourly 2026-10-25 02h+02:00",
             ]
         );
     }

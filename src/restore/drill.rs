@@ -38,6 +38,33 @@ pub struct DrillReport {
 /// A scratch directory removed on drop (it holds only what the drill made).
 struct Scratch(PathBuf);
 
+impl Scratch {
+    /// A new directory below `base` with an unpredictable name, made by this call alone
+    /// (mkdtemp(3): mode 0700, `EEXIST` is never "fine"), so a directory or link someone
+    /// else planted in a shared `/tmp` is never used.
+    fn create(base: &Path) -> Result<Scratch, String> {
+        use std::os::unix::ffi::OsStrExt;
+        let template = base.join("lifeboat-drill-XXXXXX");
+        let mut bytes = template.as_os_str().as_bytes().to_vec();
+        if bytes.contains(&0) {
+            return Err(format!("scratch {}: holds a NUL byte", base.display()));
+        }
+        bytes.push(0);
+        // SAFETY: `bytes` is a NUL-terminated, writable buffer ending in "XXXXXX\0", as
+        // mkdtemp(3) requires; it only rewrites those six bytes.
+        let made = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast::<libc::c_char>()) };
+        if made.is_null() {
+            return Err(format!(
+                "cannot create a scratch directory in {}: {} (give --scratch-dir)",
+                base.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        bytes.pop();
+        Ok(Scratch(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))))
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -60,13 +87,8 @@ pub async fn drill(
     o: &DrillOptions,
 ) -> Result<DrillReport, String> {
     let t0 = Instant::now();
-    let dir = o.scratch.join(format!(
-        "lifeboat-drill-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("scratch {}: {e}", dir.display()))?;
-    let scratch = Scratch(dir.clone());
+    let scratch = Scratch::create(&o.scratch)?;
+    let dir = scratch.0.clone();
 
     // 1. The verified snapshot.
     let snapshot = match source {
@@ -221,4 +243,36 @@ fn log_tail(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_scratch_dir_is_new_private_and_unpredictable() {
+        let base = tempfile::tempdir().unwrap();
+        let a = Scratch::create(base.path()).unwrap();
+        let b = Scratch::create(base.path()).unwrap();
+        assert_ne!(a.0, b.0);
+        for s in [&a, &b] {
+            assert_eq!(s.0.parent(), Some(base.path()));
+            let mode = std::fs::metadata(&s.0).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", s.0.display());
+        }
+        // What the old predictable name allowed: a directory made in advance by someone
+        // else, taken over. Now every name in use is skipped, none is reused.
+        let planted = base.path().join("lifeboat-drill-planted");
+        std::fs::create_dir(&planted).unwrap();
+        for _ in 0..50 {
+            let s = Scratch::create(base.path()).unwrap();
+            assert_ne!(s.0, planted);
+        }
+        let (pa, pb) = (a.0.clone(), b.0.clone());
+        drop((a, b));
+        assert!(!pa.exists() && !pb.exists());
+        let e = Scratch::create(&base.path().join("missing")).err().unwrap();
+        assert!(e.contains("--scratch-dir"), "{e}");
+    }
 }

@@ -4,9 +4,12 @@
 //! - [`plan`]: the plan, a pure function of the configured members, the backup and what
 //!   preflight found; printed by `restore plan`.
 //! - [`transport`]: running a member's commands here or over ssh.
+//! - [`names`]: what may reach a path or a shell (backup ids from the bucket, the
+//!   config's names, dirs, users and hosts).
 
 mod control;
 pub mod drill;
+pub mod names;
 pub mod plan;
 pub mod run;
 pub mod transport;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use super::control::Control;
+use super::names;
 use super::transport::{Host, quote};
 use crate::config::{RestoreConfig, RestoreMember};
 
@@ -108,18 +109,47 @@ impl RestoreSettings {
 
 fn member(m: &RestoreMember) -> Result<MemberSpec, String> {
     let at = |what: &str| format!("[[restore.members]] {:?}: {what}", m.name);
-    if m.name.is_empty() || m.name.contains([',', '=', ' ']) {
-        return Err(at("name must be non-empty, without ',', '=' or spaces"));
-    }
+    // The name becomes part of file names and commands on the member.
+    names::check_word("name", &m.name).map_err(|e| at(&e))?;
     for (key, url) in [("peer-url", &m.peer_url), ("client-url", &m.client_url)] {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(at(&format!(
                 "{key} {url:?} must be an http:// or https:// URL"
             )));
         }
+        if url.contains(|c: char| c.is_whitespace() || c.is_control() || c == ',') {
+            return Err(at(&format!(
+                "{key} {url:?} holds a space, a control character or ','"
+            )));
+        }
     }
-    if !m.data_dir.is_absolute() || m.data_dir.parent().is_none() {
-        return Err(at("data-dir must be an absolute path below /"));
+    let data_dir = names::data_dir(&m.data_dir).map_err(|e| at(&e))?;
+    let texts = [
+        (
+            "etcdutl",
+            m.etcdutl.as_ref().map(|p| p.display().to_string()),
+        ),
+        (
+            "etcd-static-pod-manifest",
+            m.etcd_static_pod_manifest
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        ),
+        ("etcd-systemd-unit", m.etcd_systemd_unit.clone()),
+    ];
+    let lists = m
+        .kube_systemd_units
+        .iter()
+        .map(|u| ("kube-systemd-units", Some(u.clone())))
+        .chain(
+            m.kube_static_pod_manifests
+                .iter()
+                .map(|p| ("kube-static-pod-manifests", Some(p.display().to_string()))),
+        );
+    for (key, value) in texts.into_iter().chain(lists) {
+        if let Some(v) = value {
+            names::check_printable(key, &v).map_err(|e| at(&e))?;
+        }
     }
     let etcd = Control::from_member(
         "etcd",
@@ -147,7 +177,7 @@ fn member(m: &RestoreMember) -> Result<MemberSpec, String> {
         name: m.name.clone(),
         peer_url: m.peer_url.clone(),
         client_url: m.client_url.clone(),
-        data_dir: m.data_dir.clone(),
+        data_dir,
         host: Host::parse(m.host.as_deref()).map_err(|e| at(&e))?,
         etcd,
         kube,
@@ -269,16 +299,26 @@ pub struct MemberPaths {
     pub old_dir: PathBuf,
 }
 
+/// Every name in them is made a plain file name word here ([`names::file_word`]),
+/// whatever was checked before: a backup id or member name never adds a `/` or `..`.
 pub fn member_paths(m: &MemberSpec, backup_id: &str, stamp: &str) -> MemberPaths {
     let parent = m.data_dir.parent().unwrap_or(Path::new("/"));
+    let (backup_id, name, stamp) = (
+        names::file_word(backup_id),
+        names::file_word(&m.name),
+        names::file_word(stamp),
+    );
+    // Beside the data dir, named after its last part: also for a `data-dir` written
+    // with a trailing `/`, never inside it.
+    let base = m.data_dir.file_name().unwrap_or_default();
     let suffixed = |suffix: String| {
-        let mut p = m.data_dir.as_os_str().to_owned();
+        let mut p = base.to_owned();
         p.push(suffix);
-        PathBuf::from(p)
+        parent.join(p)
     };
     MemberPaths {
         // Named per member too: members may share a disk (and a parent directory).
-        snapshot: parent.join(format!("lifeboat-restore-{backup_id}-{}.db", m.name)),
+        snapshot: parent.join(format!("lifeboat-restore-{backup_id}-{name}.db")),
         new_dir: suffixed(format!(".lifeboat-new-{stamp}")),
         old_dir: suffixed(format!(".lifeboat-{stamp}")),
     }
@@ -328,6 +368,26 @@ fn restore_command(
         ]);
     }
     words.join(" ")
+}
+
+/// Step 5's swap, safe to repeat: `mv` never targets an existing path (which would put
+/// one directory inside the other). The old dir is moved aside (or, when there was none,
+/// an empty one is made, recording that the swap ran), then the restored one is moved in;
+/// run again after that, it says so and changes nothing. `data`, `new`, `old` are quoted.
+fn swap_command(data: &str, new: &str, old: &str) -> String {
+    format!(
+        "if [ -e {new} ]; then \
+         if [ -e {data} ]; then \
+         if [ -e {old} ]; then echo \"both \"{data}\" and \"{old}\" exist: move one of them \
+         away by hand, then resume\" >&2; exit 1; fi; \
+         mv -- {data} {old} || exit 1; \
+         elif [ ! -e {old} ]; then mkdir -- {old} || exit 1; fi; \
+         mv -- {new} {data}; \
+         elif [ -e {old} ] && [ -e {data} ]; then echo \"in place already: \"{data}\" is the \
+         restored directory, \"{old}\" the old one\"; \
+         else echo \"nothing restored to put in place: \"{new}\" is missing; run step 5 again\" \
+         >&2; exit 1; fi"
+    )
 }
 
 /// A shell check that `dir` is writable and has `bytes` free, saying which is not so.
@@ -501,8 +561,17 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
                     m,
                     format!("restore into {}", p.new_dir.display()),
                     Some(format!(
-                        "if [ -e {new} ]; then mv {new} {new}.partial-$(date +%s); fi && {}",
-                        restore_command(m, probe_of(m), &p, &initial_cluster, &s.token, bump)
+                        // Done already when the swap below has run: the old dir is aside
+                        // and the restored one in place.
+                        "if [ -e {old} ] && [ -e {data} ] && [ ! -e {new} ]; then \
+                         echo {done}; exit 0; fi; \
+                         if [ -e {new} ]; then mv -- {new} {new}.partial-$(date +%s)-$$ || exit 1; fi; {}",
+                        restore_command(m, probe_of(m), &p, &initial_cluster, &s.token, bump),
+                        done = quote(&format!(
+                            "{} is restored already ({} is the old one)",
+                            m.data_dir.display(),
+                            p.old_dir.display()
+                        )),
                     )),
                 ),
                 on(
@@ -512,9 +581,7 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
                         m.data_dir.display(),
                         p.old_dir.display()
                     ),
-                    Some(format!(
-                        "if [ -e {data} ]; then mv {data} {old}; fi && mv {new} {data}"
-                    )),
+                    Some(swap_command(&data, &new, &old)),
                 ),
             ]
         }),
@@ -679,12 +746,18 @@ mod tests {
             .filter(|c| c.contains("snapshot restore"))
             .collect();
         assert_eq!(restores.len(), 3);
-        assert_eq!(
-            restores[0],
-            "if [ -e /srv/m1/data.lifeboat-new-20261122T060000Z ]; then mv \
+        assert!(restores[0].starts_with(
+            "if [ -e /srv/m1/data.lifeboat-20261122T060000Z ] && [ -e /srv/m1/data ] && \
+             [ ! -e /srv/m1/data.lifeboat-new-20261122T060000Z ]; then echo "
+        ));
+        assert!(restores[0].contains(
+            "; if [ -e /srv/m1/data.lifeboat-new-20261122T060000Z ]; then mv -- \
              /srv/m1/data.lifeboat-new-20261122T060000Z \
-             /srv/m1/data.lifeboat-new-20261122T060000Z.partial-$(date +%s); fi && \
-             /usr/bin/etcdutl snapshot restore \
+             /srv/m1/data.lifeboat-new-20261122T060000Z.partial-$(date +%s)-$$ || exit 1; fi; "
+        ));
+        assert_eq!(
+            restores[0].rsplit("; ").next().unwrap(),
+            "/usr/bin/etcdutl snapshot restore \
              /srv/m1/lifeboat-restore-20261122T054700.123Z-8e4e0ddc-m1.db --name m1 --data-dir \
              /srv/m1/data.lifeboat-new-20261122T060000Z --initial-cluster \
              m1=http://127.0.0.1:2381,m2=http://127.0.0.1:2382,m3=http://127.0.0.1:2383 \
@@ -696,17 +769,10 @@ mod tests {
             assert!(r.contains("--initial-cluster-token prod"));
             assert!(r.contains("/lifeboat-restore-20261122T054700.123Z-8e4e0ddc-m"));
         }
-        // The old data dir is moved aside, never removed.
-        let swaps: Vec<String> = commands(&p, 5)
-            .into_iter()
-            .filter(|c| c.starts_with("if [ -e /srv/m2/data ]"))
-            .collect();
-        assert_eq!(
-            swaps,
-            ["if [ -e /srv/m2/data ]; then mv /srv/m2/data \
-              /srv/m2/data.lifeboat-20261122T060000Z; fi && mv \
-              /srv/m2/data.lifeboat-new-20261122T060000Z /srv/m2/data"]
-        );
+        // The old data dir is moved aside, never removed (the swap is run for real below).
+        assert!(commands(&p, 5).iter().any(|c| {
+            c.contains("mv -- /srv/m2/data /srv/m2/data.lifeboat-20261122T060000Z || exit 1")
+        }));
         assert!(
             p.steps
                 .iter()
@@ -864,5 +930,167 @@ mod tests {
                 .unwrap_err()
                 .contains("also another member's")
         );
+    }
+
+    fn sh(script: &str) -> std::process::Output {
+        std::process::Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .unwrap()
+    }
+
+    /// Step 5's restore and swap, run for real and then again (a resume after the swap,
+    /// or --from-step 5): the second run moves nothing, nothing is nested, nothing lost.
+    #[test]
+    fn step_5_is_safe_to_repeat_and_never_nests_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        // A name that needs quoting, written with a trailing '/'.
+        let data = dir.path().join("my 'etcd' data");
+        let text = format!(
+            "[[restore.members]]\nname = \"m1\"\npeer-url = \"http://a:2380\"\n\
+             client-url = \"http://a:2379\"\ndata-dir = {:?}\netcd-systemd-unit = \"etcd\"\n\
+             etcdutl = \"/bin/true\"\n",
+            format!("{}/", data.display())
+        );
+        let s = config(&text);
+        let p = make(&s, &backup(), &[], "T1");
+        let paths = member_paths(&s.members[0], &backup().id, "T1");
+        // Beside the data dir, not inside it, although it was written with a '/'.
+        assert_eq!(paths.new_dir.parent(), Some(dir.path()));
+        assert_eq!(paths.old_dir.parent(), Some(dir.path()));
+        let step5 = commands(&p, 5);
+        let (restore, swap) = (&step5[0], &step5[1]);
+        std::fs::create_dir_all(data.join("member")).unwrap();
+        std::fs::write(data.join("member/old"), b"old data").unwrap();
+        // The restore tool (here /bin/true) writes the new dir: stand in for it.
+        let restore_for_real = || {
+            let out = sh(restore);
+            assert!(out.status.success(), "{out:?}");
+            if !String::from_utf8_lossy(&out.stdout).contains("restored already") {
+                std::fs::create_dir_all(paths.new_dir.join("member")).unwrap();
+                std::fs::write(paths.new_dir.join("member/new"), b"restored").unwrap();
+            }
+        };
+        restore_for_real();
+        let out = sh(swap);
+        assert!(out.status.success(), "{out:?}");
+        let check = || {
+            assert_eq!(std::fs::read(data.join("member/new")).unwrap(), b"restored");
+            assert_eq!(
+                std::fs::read(paths.old_dir.join("member/old")).unwrap(),
+                b"old data"
+            );
+            assert!(!paths.new_dir.exists());
+            let mut inside: Vec<_> = std::fs::read_dir(&data)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            inside.extend(
+                std::fs::read_dir(&paths.old_dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name()),
+            );
+            assert_eq!(inside, ["member", "member"], "a directory was nested");
+        };
+        check();
+        // Again, as a resume would: the restore and the swap find it done.
+        restore_for_real();
+        let out = sh(swap);
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("in place already"));
+        check();
+        // A member without a data dir before: the swap records itself, and is then done.
+        let fresh = dir.path().join("fresh");
+        let s = config(&text.replace(
+            &format!("{}/", data.display()),
+            &fresh.display().to_string(),
+        ));
+        let p = make(&s, &backup(), &[], "T2");
+        let paths = member_paths(&s.members[0], &backup().id, "T2");
+        let swap = &commands(&p, 5)[1];
+        std::fs::create_dir_all(&paths.new_dir).unwrap();
+        assert!(sh(swap).status.success());
+        assert!(fresh.is_dir() && paths.old_dir.is_dir() && !paths.new_dir.exists());
+        assert!(sh(swap).status.success());
+        assert!(fresh.is_dir() && std::fs::read_dir(&fresh).unwrap().next().is_none());
+        // Both the old dir and a new one about to replace a data dir: refused, not nested.
+        std::fs::create_dir_all(&paths.new_dir).unwrap();
+        let out = sh(swap);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("by hand"),
+            "{out:?}"
+        );
+        assert!(
+            paths.new_dir.is_dir() && std::fs::read_dir(&paths.old_dir).unwrap().next().is_none()
+        );
+    }
+
+    /// Values that would reach a path or a shell are refused at `restore plan`, naming
+    /// the member and the field; a hostile backup id never leaves its directory.
+    #[test]
+    fn hostile_names_are_refused_or_made_plain() {
+        let member = |name: &str, extra: &str| {
+            format!(
+                "[[restore.members]]\nname = {name:?}\npeer-url = \"http://a:2380\"\n\
+                 client-url = \"http://a:2379\"\netcd-systemd-unit = \"etcd\"\n{extra}"
+            )
+        };
+        let err = |text: String| {
+            let c = crate::config::Config::parse(&text).unwrap();
+            RestoreSettings::from_config(&c.restore).unwrap_err()
+        };
+        let dd = "data-dir = \"/var/lib/etcd\"\n";
+        for (name, extra, says) in [
+            ("x;reboot;", dd.to_owned(), "name \"x;reboot;\" is refused"),
+            ("../m1", dd.to_owned(), "name \"../m1\" is refused"),
+            ("m1", "data-dir = \"/var/lib/../etcd\"\n".into(), "data-dir"),
+            ("m1", "data-dir = \"var/lib/etcd\"\n".into(), "data-dir"),
+            (
+                "m1",
+                format!("{dd}host = \"ssh://-oProxyCommand=sh@cp1\"\n"),
+                "ssh user",
+            ),
+            ("m1", format!("{dd}host = \"ssh://root@-x\"\n"), "ssh host"),
+            (
+                "m1",
+                format!("{dd}host = \"ssh://root@cp1;id\"\n"),
+                "ssh host",
+            ),
+            (
+                "m1",
+                format!("{dd}etcdutl = \"/bin/etcdutl\\n\"\n"),
+                "etcdutl",
+            ),
+        ] {
+            let e = err(member(name, &extra));
+            assert!(
+                e.contains("[[restore.members]]")
+                    && e.contains(&format!("{name:?}"))
+                    && e.contains(says),
+                "{name} {extra}: {e}"
+            );
+        }
+        let s = three_with_commands();
+        for hostile in ["x;reboot;", "$(touch pwned)", "../../../etc/cron.d/x"] {
+            let mut b = backup();
+            b.id = hostile.into();
+            let p = make(&s, &b, &probes(true), "T");
+            let paths = member_paths(&s.members[0], hostile, "T");
+            assert_eq!(paths.snapshot.parent(), Some(Path::new("/srv/m1")));
+            let name = paths
+                .snapshot
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            assert!(
+                !name.contains([';', '$', '(', '/']) && !name.contains(".."),
+                "{name}"
+            );
+            for c in commands(&p, 5) {
+                assert!(!c.contains(hostile), "{c}");
+            }
+        }
     }
 }

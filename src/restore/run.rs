@@ -2,19 +2,24 @@
 //! journal so that a run stopped by a fault can be resumed once the fault is fixed.
 //!
 //! Within a step, the members' actions run in parallel (each member's in order), then
-//! lifeboat's own (checks of the whole cluster). The first failure stops the run, naming
-//! the step, the member and the reason; the journal keeps what was done, and `--resume`
-//! skips it. Every action can be repeated safely: stops and starts are idempotent, the
-//! restore moves a half-written directory aside before writing a new one, the old data
-//! directory is moved only if it is still there.
+//! lifeboat's own (checks of the whole cluster). Each action is journaled as it
+//! completes. The first failure stops the run, naming the step, the member and the
+//! reason; the journal keeps what was done, and `--resume` skips it. SIGTERM or SIGINT
+//! (the `stop` token) stops the running actions (their commands are killed), writes the
+//! journal and ends the run, telling the operator to resume. Every action can be
+//! repeated safely: stops and starts are idempotent, the restore moves a half-written
+//! directory aside before writing a new one, and the swap of step 5 never moves a
+//! directory into another one (run again, it finds the swap done and changes nothing).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
+use super::names;
 use super::plan::{Action, Kind, MemberSpec, Plan, RestoreSettings};
 use super::transport;
 use crate::encryption::Identities;
@@ -38,6 +43,8 @@ pub struct Runner {
     /// the members' client URLs.
     pub etcd: EtcdSettings,
     pub source: Source,
+    /// Cancelled on SIGTERM/SIGINT: the run stops, journaled.
+    pub stop: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,15 @@ pub enum RestoreError {
         member: String,
         what: String,
         reason: String,
+        journal: PathBuf,
+    },
+    #[error(
+        "restore interrupted ({signal}) in step {step}; what had finished is in the journal \
+         {journal}. Run the same command again with --resume to continue."
+    )]
+    Interrupted {
+        step: u8,
+        signal: String,
         journal: PathBuf,
     },
     #[error("restore journal {path}: {reason}")]
@@ -70,8 +86,10 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// The journal of a restore of `backup`, in `state_dir` (the id made a plain file
+    /// name word: never a `/` or `..` out of the state dir).
     pub fn path(state_dir: &Path, backup: &str) -> PathBuf {
-        state_dir.join(format!("restore-{backup}.json"))
+        state_dir.join(format!("restore-{}.json", names::file_word(backup)))
     }
 
     pub fn load(path: &Path) -> Result<Option<Journal>, RestoreError> {
@@ -107,6 +125,11 @@ impl Journal {
     }
 }
 
+/// The journal, also when a member's future panicked while holding it.
+fn lock(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+    j.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn key(step: u8, who: &str, index: usize) -> String {
     format!("{step}/{who}/{index}")
 }
@@ -131,10 +154,11 @@ impl Runner {
     fn local_snapshot(&self, journal: &Journal) -> PathBuf {
         match &self.source {
             Source::File(p) => p.clone(),
-            Source::Stored { .. } => self
-                .settings
-                .state_dir
-                .join(format!("{}-{}.db", journal.backup, journal.stamp)),
+            Source::Stored { .. } => self.settings.state_dir.join(format!(
+                "{}-{}.db",
+                names::file_word(&journal.backup),
+                names::file_word(&journal.stamp)
+            )),
         }
     }
 
@@ -149,19 +173,42 @@ impl Runner {
         let mut report = Report::default();
         journal.failed = None;
         journal.save(journal_path)?;
+        let journal = Mutex::new(journal);
+        let snapshot_of = |j: &Mutex<Journal>| self.local_snapshot(&lock(j));
         for step in plan.steps.iter().filter(|s| s.number >= from_step) {
+            let interrupted = |journal: &Mutex<Journal>| {
+                let mut j = lock(journal);
+                j.failed = Some(format!(
+                    "step {}: interrupted by a signal; what had finished is recorded",
+                    step.number
+                ));
+                let saved = j.save(journal_path);
+                saved.and(Err(RestoreError::Interrupted {
+                    step: step.number,
+                    signal: "SIGTERM or SIGINT".into(),
+                    journal: journal_path.to_path_buf(),
+                }))
+            };
+            if self.stop.is_cancelled() {
+                return interrupted(&journal);
+            }
             // Steps 5 and 8 need the verified snapshot here, also when step 2 ran in an
             // earlier run or by hand (--from-step).
-            if (step.number == 5 || step.number == 8) && !self.local_snapshot(&journal).exists() {
-                self.fetch(&journal)
-                    .await
-                    .map_err(|reason| RestoreError::Step {
-                        step: step.number,
-                        member: "lifeboat".into(),
-                        what: "fetch and verify the backup".into(),
-                        reason,
-                        journal: journal_path.to_path_buf(),
-                    })?;
+            if (step.number == 5 || step.number == 8) && !snapshot_of(&journal).exists() {
+                let fetched = {
+                    let j = lock(&journal).clone();
+                    tokio::select! {
+                        r = self.fetch(&j) => r,
+                        () = self.stop.cancelled() => return interrupted(&journal),
+                    }
+                };
+                fetched.map_err(|reason| RestoreError::Step {
+                    step: step.number,
+                    member: "lifeboat".into(),
+                    what: "fetch and verify the backup".into(),
+                    reason,
+                    journal: journal_path.to_path_buf(),
+                })?;
             }
             tracing::info!(step = step.number, title = %step.title, "restore step");
             eprintln!("step {}: {}", step.number, step.title);
@@ -174,42 +221,55 @@ impl Runner {
                     None => ours.push((i, a)),
                 }
             }
-            let journal_view = &journal;
-            let results = futures::future::join_all(by_member.iter().map(|(name, actions)| {
+            let journal_ref = &journal;
+            let members = futures::future::join_all(by_member.iter().map(|(name, actions)| {
                 let member = self.settings.members.iter().find(|m| m.name == *name);
                 async move {
-                    let mut done = Vec::new();
                     for (i, a) in actions {
                         let k = key(step.number, name, *i);
-                        if journal_view.done.contains(&k) {
-                            continue;
-                        }
+                        let view = {
+                            let j = lock(journal_ref);
+                            if j.done.contains(&k) {
+                                continue;
+                            }
+                            j.clone()
+                        };
                         let Some(member) = member else { break };
-                        if let Err(reason) = self.member_action(member, a, journal_view).await {
-                            return (done, Some((name.to_string(), a.what.clone(), reason)));
+                        if let Err(reason) = self.member_action(member, a, &view).await {
+                            return Some((name.to_string(), a.what.clone(), reason));
                         }
-                        done.push(k);
+                        // Journaled as it completes: a run stopped now does not repeat it.
+                        let mut j = lock(journal_ref);
+                        j.done.insert(k);
+                        if let Err(e) = j.save(journal_path) {
+                            return Some((name.to_string(), a.what.clone(), e.to_string()));
+                        }
                     }
-                    (done, None)
+                    None
                 }
-            }))
-            .await;
-            let mut failure = None;
-            for (done, failed) in results {
-                journal.done.extend(done);
-                if failure.is_none() {
-                    failure = failed;
-                }
-            }
+            }));
+            let results = tokio::select! {
+                r = members => r,
+                // The running commands are killed as their futures are dropped.
+                () = self.stop.cancelled() => return interrupted(&journal),
+            };
+            let mut failure = results.into_iter().flatten().next();
             if failure.is_none() {
                 for (i, a) in ours {
                     let k = key(step.number, "lifeboat", i);
-                    if journal.done.contains(&k) {
+                    let view = lock(&journal).clone();
+                    if view.done.contains(&k) {
                         continue;
                     }
-                    match self.own_action(plan, a, &journal, &mut report).await {
+                    let done = tokio::select! {
+                        r = self.own_action(plan, a, &view, &mut report) => r,
+                        () = self.stop.cancelled() => return interrupted(&journal),
+                    };
+                    match done {
                         Ok(()) => {
-                            journal.done.insert(k);
+                            let mut j = lock(&journal);
+                            j.done.insert(k);
+                            j.save(journal_path)?;
                         }
                         Err(reason) => {
                             failure = Some(("lifeboat".into(), a.what.clone(), reason));
@@ -219,8 +279,9 @@ impl Runner {
                 }
             }
             if let Some((member, what, reason)) = failure {
-                journal.failed = Some(format!("step {}, {member}: {what}: {reason}", step.number));
-                journal.save(journal_path)?;
+                let mut j = lock(&journal);
+                j.failed = Some(format!("step {}, {member}: {what}: {reason}", step.number));
+                j.save(journal_path)?;
                 return Err(RestoreError::Step {
                     step: step.number,
                     member,
@@ -229,14 +290,15 @@ impl Runner {
                     journal: journal_path.to_path_buf(),
                 });
             }
-            journal.save(journal_path)?;
+            lock(&journal).save(journal_path)?;
             report.steps_run.push(step.number);
             let took = step_started.elapsed().as_secs_f64();
             report.step_seconds.push((step.number, took));
             eprintln!("step {} done in {took:.1} s", step.number);
         }
-        journal.finished = true;
-        journal.save(journal_path)?;
+        let mut j = lock(&journal);
+        j.finished = true;
+        j.save(journal_path)?;
         Ok(report)
     }
 
@@ -265,7 +327,11 @@ impl Runner {
             Kind::Probe => super::probe(m, limit).await.map(|_| ()),
             Kind::Copy { to } => {
                 let from = self.local_snapshot(journal);
-                let ran = transport::run(&m.host.copy(&from, to), limit).await?;
+                // Absolute: a relative name with a ':' would be read as host:path.
+                let from = std::path::absolute(&from).unwrap_or(from);
+                let copy = m.host.copy(&from, to);
+                let ran =
+                    transport::run_with_input(&copy.argv, copy.stdin.as_deref(), limit).await?;
                 if ran.success {
                     Ok(())
                 } else {
@@ -525,31 +591,141 @@ impl Runner {
     }
 }
 
-/// Waits until no URL accepts a TCP connection.
+/// What a connection attempt says about a member's port.
+#[derive(Debug, PartialEq)]
+enum PortState {
+    /// It accepted: something still listens.
+    Open,
+    /// Refused by the host: nothing listens, the member is stopped.
+    Closed,
+    /// No answer either way (the name does not resolve, the host is unreachable, the
+    /// attempt timed out): that is not "stopped".
+    Unknown(String),
+}
+
+/// `host:port` of an http(s) URL.
+fn url_address(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
+}
+
+async fn port_state(url: &str) -> PortState {
+    let addr = url_address(url);
+    let addrs = match tokio::net::lookup_host(addr).await {
+        Ok(a) => a.collect::<Vec<_>>(),
+        Err(e) => return PortState::Unknown(format!("cannot resolve {addr:?}: {e}")),
+    };
+    if addrs.is_empty() {
+        return PortState::Unknown(format!("cannot resolve {addr:?}: no address"));
+    }
+    // A name may give addresses this host cannot use at all (`localhost` as ::1 without
+    // IPv6): those say nothing; another address's refusal does.
+    let (mut refused, mut unknown, mut unusable) = (false, None, Vec::new());
+    for a in addrs {
+        match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(a)).await
+        {
+            Ok(Ok(_)) => return PortState::Open,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused = true,
+            Ok(Err(e))
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT | libc::ENETUNREACH)
+                ) =>
+            {
+                unusable.push(format!("{a}: {e}"));
+            }
+            Ok(Err(e)) => unknown = Some(format!("cannot connect to {a}: {e}")),
+            Err(_) => unknown = Some(format!("cannot connect to {a}: no answer within 1 s")),
+        }
+    }
+    match (unknown, refused) {
+        (Some(reason), _) => PortState::Unknown(reason),
+        (None, true) => PortState::Closed,
+        (None, false) => PortState::Unknown(format!("cannot connect: {}", unusable.join(", "))),
+    }
+}
+
+/// Waits until every URL refuses connections. A URL that cannot be resolved or reached
+/// is not taken for stopped: when the limit is reached the step fails, saying so.
 async fn wait_closed(urls: &[String], limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     loop {
         let mut open = Vec::new();
+        let mut unknown = Vec::new();
         for u in urls {
-            let addr = u
-                .split_once("://")
-                .map_or(u.as_str(), |(_, r)| r)
-                .trim_end_matches('/');
-            let connect = tokio::net::TcpStream::connect(addr);
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
-                open.push(u.as_str());
+            match port_state(u).await {
+                PortState::Closed => {}
+                PortState::Open => open.push(u.as_str()),
+                PortState::Unknown(reason) => unknown.push(format!("{u}: {reason}")),
             }
         }
-        if open.is_empty() {
+        if open.is_empty() && unknown.is_empty() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "still answering after {} s: {} (is etcd really stopped?)",
-                limit.as_secs(),
-                open.join(", ")
-            ));
+            let mut why = Vec::new();
+            if !open.is_empty() {
+                why.push(format!(
+                    "still answering after {} s: {} (is etcd really stopped?)",
+                    limit.as_secs(),
+                    open.join(", ")
+                ));
+            }
+            if !unknown.is_empty() {
+                why.push(format!(
+                    "cannot tell whether etcd stopped, neither an answer nor a refusal: {} \
+                     (check the URL and that this host can reach the member)",
+                    unknown.join("; ")
+                ));
+            }
+            return Err(why.join("; "));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn only_a_refusal_counts_as_stopped() {
+        let rt = rt();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = format!("http://{}", listener.local_addr().unwrap());
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/", l.local_addr().unwrap())
+        };
+        assert_eq!(rt.block_on(port_state(&closed)), PortState::Closed);
+        assert_eq!(rt.block_on(port_state(&open)), PortState::Open);
+        let limit = Duration::from_millis(300);
+        assert!(
+            rt.block_on(wait_closed(std::slice::from_ref(&closed), limit))
+                .is_ok()
+        );
+        let e = rt
+            .block_on(wait_closed(&[open.clone(), closed.clone()], limit))
+            .unwrap_err();
+        assert!(e.contains("still answering") && e.contains(&open), "{e}");
+        // Addresses that neither answer nor refuse (here: no valid port, so they fail to
+        // resolve without any DNS query). They used to pass as stopped.
+        for bad in ["http://127.0.0.1:99999", "http://127.0.0.1"] {
+            let e = rt
+                .block_on(wait_closed(&[bad.to_string()], limit))
+                .unwrap_err();
+            assert!(
+                e.contains("cannot tell") && e.contains("cannot resolve") && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+        drop(listener);
     }
 }

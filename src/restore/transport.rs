@@ -1,4 +1,4 @@
-//! Where a member's commands run: on this host, or over the system's `ssh`/`scp`
+//! Where a member's commands run: on this host, or over the system's `ssh`
 //! (BatchMode, so a missing key or an unknown host key fails instead of prompting;
 //! known-hosts checking stays as the operator configured it).
 
@@ -7,6 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use super::names;
 
 /// A member's host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,8 +51,14 @@ impl Host {
             _ => (hostport, None),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || host.contains(['/', ' ']) {
+        if host.is_empty() {
             return Err(format!("host {t:?}: no host name"));
+        }
+        // Both reach ssh's command line: a leading `-` would be an option, and a shell
+        // character has no business in a user or host name.
+        names::check_ssh_word("host", host).map_err(|e| format!("host {t:?}: {e}"))?;
+        if let Some(u) = &user {
+            names::check_ssh_word("user", u).map_err(|e| format!("host {t:?}: {e}"))?;
         }
         Ok(Host::Ssh {
             user,
@@ -60,7 +68,7 @@ impl Host {
         })
     }
 
-    /// Uses this ssh_config file for ssh and scp (`[restore] ssh-config`).
+    /// Uses this ssh_config file for ssh (`[restore] ssh-config`).
     pub fn with_ssh_config(self, file: Option<&Path>) -> Host {
         match self {
             Host::Ssh {
@@ -91,43 +99,54 @@ impl Host {
             Host::Local => vec!["sh".into(), "-c".into(), script.to_owned()],
             Host::Ssh { port, config, .. } => {
                 let mut argv = ssh_options("ssh", *port, "-p", config.as_deref());
+                // `--` first: the destination is never taken for an option.
+                argv.push("--".into());
                 argv.push(self.destination().unwrap_or_default());
                 // ssh hands the remote command to the remote user's shell as one string.
-                argv.push("--".into());
                 argv.push(format!("sh -c {}", quote(script)));
                 argv
             }
         }
     }
 
-    /// The argv that copies a local file to `remote` there.
-    pub fn copy(&self, local: &Path, remote: &Path) -> Vec<String> {
+    /// The argv that copies a local file to `remote` there. Over ssh the file is the
+    /// command's standard input ([`Copy::stdin`]) and the remote shell writes it with
+    /// `cat`: the remote path is quoted by us, once, for that shell, so no scp mode
+    /// (SFTP, or the legacy protocol whose remote side parses the path with a shell)
+    /// decides what a name with `;`, `$( )` or quotes means. It lands under a `.part`
+    /// name first and is renamed when complete, so a repeated copy is harmless.
+    pub fn copy(&self, local: &Path, remote: &Path) -> Copy {
+        let to = quote(&remote.display().to_string());
         match self {
             // A hard link when both are on one filesystem (instant: the file is only read),
             // else a copy.
             Host::Local => {
-                let (from, to) = (
-                    quote(&local.display().to_string()),
-                    quote(&remote.display().to_string()),
-                );
-                Host::Local.shell(&format!(
-                    "ln -f -- {from} {to} 2>/dev/null || cp -- {from} {to}"
-                ))
+                let from = quote(&local.display().to_string());
+                Copy {
+                    argv: Host::Local.shell(&format!(
+                        "ln -f -- {from} {to} 2>/dev/null || cp -- {from} {to}"
+                    )),
+                    stdin: None,
+                }
             }
-            Host::Ssh { port, config, .. } => {
-                let mut argv = ssh_options("scp", *port, "-P", config.as_deref());
-                argv.push("-q".into());
-                argv.push("--".into());
-                argv.push(local.display().to_string());
-                argv.push(format!(
-                    "{}:{}",
-                    self.destination().unwrap_or_default(),
-                    remote.display()
-                ));
-                argv
+            Host::Ssh { .. } => {
+                let part = quote(&format!("{}.part", remote.display()));
+                Copy {
+                    argv: self.shell(&format!(
+                        "cat > {part} && mv -f -- {part} {to} || {{ rm -f -- {part}; exit 1; }}"
+                    )),
+                    stdin: Some(local.to_path_buf()),
+                }
             }
         }
     }
+}
+
+/// A copy command and the local file it reads on its standard input, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copy {
+    pub argv: Vec<String>,
+    pub stdin: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Display for Host {
@@ -205,16 +224,41 @@ impl Ran {
 
 /// Runs an argv with a time limit; the process is killed when it runs over.
 pub async fn run(argv: &[String], limit: Duration) -> Result<Ran, String> {
+    run_with_input(argv, None, limit).await
+}
+
+/// Runs an argv with a time limit, its standard input read from `stdin` (else
+/// `/dev/null`). The command runs in a process group of its own: when it runs over, or
+/// when the caller stops waiting (SIGTERM during `restore run`), the whole group is
+/// killed, not only the shell at its top. A command that ends by itself leaves what it
+/// started in the background alone (an `etcd-start` does that).
+pub async fn run_with_input(
+    argv: &[String],
+    stdin: Option<&Path>,
+    limit: Duration,
+) -> Result<Ran, String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
+    let input = match stdin {
+        None => Stdio::null(),
+        Some(p) => std::fs::File::open(p)
+            .map(Stdio::from)
+            .map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+    };
     let child = tokio::process::Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(input)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
+    let mut group = GroupGuard(child.id());
+    let result = tokio::time::timeout(limit, child.wait_with_output()).await;
+    if let Ok(Ok(_)) = &result {
+        group.0 = None;
+    }
+    match result {
         Err(_) => Err(format!("no result within {} s", limit.as_secs())),
         Ok(Err(e)) => Err(format!("{program}: {e}")),
         Ok(Ok(out)) => Ok(Ran {
@@ -223,6 +267,22 @@ pub async fn run(argv: &[String], limit: Duration) -> Result<Ran, String> {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }),
+    }
+}
+
+/// Kills a command's process group unless disarmed (its pid set to `None`).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) on the process group this module created for the command
+            // (process_group(0): the group's id is the leader's pid). A group already gone
+            // gives ESRCH, which is fine.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
     }
 }
 
@@ -251,6 +311,62 @@ mod tests {
         );
         assert!(Host::parse(Some("cp3")).unwrap_err().contains("ssh://"));
         assert!(Host::parse(Some("ssh://x:http")).is_err());
+        // Users and hosts that ssh would take for options, or a shell for commands.
+        for bad in [
+            "ssh://-oProxyCommand=touch${IFS}pwned",
+            "ssh://root@-oProxyCommand=x",
+            "ssh://-l@cp1",
+            "ssh://ro ot@cp1",
+            "ssh://cp1;reboot",
+            "ssh://$(id)@cp1",
+            "ssh://cp\u{1}1",
+        ] {
+            let e = Host::parse(Some(bad)).unwrap_err();
+            assert!(e.contains("refused"), "{bad}: {e}");
+        }
+        assert!(Host::parse(Some("ssh://[fe80::1]:22")).is_ok());
+    }
+
+    /// What the remote login shell does with the copy command, done here by `sh -c` on
+    /// the ssh argv's last word: a remote name full of `;`, `$( )`, quotes and spaces is
+    /// written exactly there, and nothing in it runs.
+    #[test]
+    fn a_hostile_remote_name_is_written_literally_and_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("snapshot.db");
+        std::fs::write(&src, b"snapshot bytes").unwrap();
+        let nasty = dir
+            .path()
+            .join("x;touch pwned1;$(touch pwned2)`touch pwned3` it's \"q\".db");
+        let ssh = Host::parse(Some("ssh://root@cp2")).unwrap();
+        let copy = ssh.copy(&src, &nasty);
+        let remote_command = copy.argv.last().unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(remote_command)
+            .current_dir(dir.path())
+            .stdin(std::fs::File::open(copy.stdin.as_ref().unwrap()).unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read(&nasty).unwrap(), b"snapshot bytes");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.iter().all(|n| !n.starts_with("pwned")), "{names:?}");
+        // The same for the local copy.
+        let nasty2 = dir.path().join("$(touch pwned4);y");
+        let argv = Host::Local.copy(&src, &nasty2).argv;
+        let ran = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(ran.status.success());
+        assert_eq!(std::fs::read(&nasty2).unwrap(), b"snapshot bytes");
+        assert!(!dir.path().join("pwned4").exists());
     }
 
     #[test]
@@ -274,26 +390,19 @@ mod tests {
                 "ConnectTimeout=10",
                 "-p",
                 "2222",
-                "root@cp2",
                 "--",
+                "root@cp2",
                 r"sh -c 'systemctl stop etcd && echo '\''done'\'''"
             ]
         );
+        let copy = ssh.copy(Path::new("/tmp/s.db"), Path::new("/var/lib/s.db"));
+        assert_eq!(copy.stdin.as_deref(), Some(Path::new("/tmp/s.db")));
         assert_eq!(
-            ssh.copy(Path::new("/tmp/s.db"), Path::new("/var/lib/s.db")),
-            [
-                "scp",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=10",
-                "-P",
-                "2222",
-                "-q",
-                "--",
-                "/tmp/s.db",
-                "root@cp2:/var/lib/s.db"
-            ]
+            copy.argv.last().map(String::as_str),
+            Some(
+                "sh -c 'cat > /var/lib/s.db.part && mv -f -- /var/lib/s.db.part /var/lib/s.db \
+                 || { rm -f -- /var/lib/s.db.part; exit 1; }'"
+            )
         );
     }
 
@@ -307,8 +416,8 @@ mod tests {
             ["ssh", "-F", "/etc/lifeboat/ssh_config"]
         );
         assert_eq!(
-            ssh.copy(Path::new("/a"), Path::new("/b"))[..3],
-            ["scp", "-F", "/etc/lifeboat/ssh_config"]
+            ssh.copy(Path::new("/a"), Path::new("/b")).argv[..3],
+            ["ssh", "-F", "/etc/lifeboat/ssh_config"]
         );
         assert_eq!(ssh.to_string(), "ssh://cp2");
     }
@@ -334,5 +443,21 @@ mod tests {
             Duration::from_millis(200),
         ));
         assert!(late.unwrap_err().contains("no result"));
+        // What a command started is killed with it when it runs over.
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("still-running");
+        let late = rt.block_on(run(
+            &Host::Local.shell(&format!(
+                "(sleep 1; touch {}) & wait",
+                quote(&marker.display().to_string())
+            )),
+            Duration::from_millis(200),
+        ));
+        assert!(late.is_err());
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !marker.exists(),
+            "the command's child outlived the time limit"
+        );
     }
 }
