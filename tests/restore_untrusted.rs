@@ -92,8 +92,9 @@ fn fetch_is_not_blocked_by_a_stale_part_and_never_overwrites() {
 }
 
 /// The planted manifest: the newest one, its id and key holding `;`, `$( )` and
-/// `../`. Every command that reads it refuses (non-zero, naming it), nothing in it runs,
-/// nothing is written outside the commands' directories.
+/// `../`. Asked for by name, every command that reads it refuses (non-zero, naming it);
+/// as `latest` it is passed over for the newest real backup, with a warning naming it.
+/// Nothing in it runs, nothing is written outside the commands' directories.
 #[test]
 fn a_planted_manifest_runs_nothing_and_writes_nowhere() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -159,7 +160,7 @@ fn a_planted_manifest_runs_nothing_and_writes_nowhere() {
                     "--storage",
                     &storage,
                     "--backup",
-                    "latest",
+                    planted,
                 ],
                 &cwd,
             ),
@@ -175,7 +176,7 @@ fn a_planted_manifest_runs_nothing_and_writes_nowhere() {
                     "--storage",
                     &storage,
                     "--backup",
-                    "latest",
+                    planted,
                     "--yes",
                 ],
                 &cwd,
@@ -190,7 +191,7 @@ fn a_planted_manifest_runs_nothing_and_writes_nowhere() {
                     "--storage",
                     &storage,
                     "--backup",
-                    "latest",
+                    planted,
                     "--etcd-binary",
                     EtcdVersion::V3_5_30.etcd().to_str().expect("utf-8"),
                     "--etcdutl",
@@ -210,7 +211,7 @@ fn a_planted_manifest_runs_nothing_and_writes_nowhere() {
             in_dir(
                 &[
                     "fetch",
-                    "latest",
+                    planted,
                     "--out",
                     out_file.to_str().expect("utf-8"),
                     "--storage",
@@ -234,6 +235,37 @@ fn a_planted_manifest_runs_nothing_and_writes_nowhere() {
             );
         }
     }
+    // `latest` is the newest backup that can be restored: the real one, not the plant.
+    let out = in_dir(
+        &[
+            "restore",
+            "plan",
+            "--config",
+            config,
+            "--storage",
+            &storage,
+            "--backup",
+            "latest",
+            "-w",
+            "json",
+        ],
+        &cwd,
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(planted),
+        "plan must name what it passed over: {err}"
+    );
+    let real_id = real
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("real id")
+        .to_owned();
+    assert!(
+        text(&out.stdout).contains(&real_id),
+        "{}",
+        text(&out.stdout)
+    );
     // Nothing ran, nothing was written.
     assert!(!ran.exists(), "a member command ran");
     let home = std::env::var_os("HOME")
