@@ -250,7 +250,7 @@ download_debs() { # suite version-prefix pkg...
     offered=$(apt-cache -c "$conf" madison "$1" | awk -F'|' -v p="$1" '{gsub(/ /,"",$1); gsub(/ /,"",$2); if ($1==p) print $2}' | sort -rV)
     cand=$(awk -v pre="$vpre" 'index($0,pre)==1' <<<"$offered" | sed -n 1p)
     if [[ -z $cand ]]; then
-        not_offered "$suite" "$vpre" "$1" "$mirror" "$(tr '\n' ' ' <<<"$offered")"
+        not_offered "$suite" "$vpre" "$*" "$mirror" "$(tr '\n' ' ' <<<"$offered")"
     fi
     tmp=$(mktemp -d "$(run_tmp)/debs.XXXXXX")
     local args=()

@@ -82,17 +82,8 @@ impl Drop for Daemon {
     }
 }
 
-/// `lifeboat list -w json` as manifests.
 fn list(storage: &str, env: &[(String, String)]) -> Vec<Value> {
-    let out = ok(run(lifeboat(
-        &["list", "--storage", storage, "-w", "json"],
-        env,
-    )));
-    serde_json::from_str::<Value>(&out)
-        .expect("list JSON")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    support::lifeboat::list_json(storage, env)
 }
 
 fn started_at(m: &Value) -> chrono::DateTime<chrono::Utc> {

@@ -31,16 +31,40 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// `fetch latest --out FILE -w json`: the fetched manifest and what was logged.
+fn fetch_latest(storage: &str, out: &Path) -> (Value, String) {
+    let done = run(lifeboat(
+        &[
+            "fetch",
+            "latest",
+            "--storage",
+            storage,
+            "--out",
+            out.to_str().expect("utf-8"),
+            "-w",
+            "json",
+        ],
+        &[],
+    ));
+    let err = text(&done.stderr);
+    (serde_json::from_str(&ok(done)).expect("fetch JSON"), err)
+}
+
+/// Runs lifeboat expecting `code`; returns what it logged.
+fn fails(args: &[&str], code: i32) -> String {
+    let out = run(lifeboat(args, &[]));
+    let err = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "lifeboat {}: {err}",
+        args.join(" ")
+    );
+    err
+}
+
 fn list(storage: &str, env: &[(String, String)]) -> Vec<Value> {
-    let out = ok(run(lifeboat(
-        &["list", "--storage", storage, "-w", "json"],
-        env,
-    )));
-    serde_json::from_str::<Value>(&out)
-        .expect("list JSON")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    support::lifeboat::list_json(storage, env)
 }
 
 /// A 3-member cluster with two members frozen past the election timeout: the third has
@@ -266,34 +290,15 @@ fn a_manifest_without_data_never_costs_the_restorable_backup() {
     );
 
     let snap = dir.path().join("latest.db");
-    let out = run(lifeboat(
-        &[
-            "fetch",
-            "latest",
-            "--storage",
-            &storage,
-            "--out",
-            snap.to_str().expect("utf-8"),
-            "-w",
-            "json",
-        ],
-        &[],
-    ));
-    let err = text(&out.stderr);
-    let fetched: Value = serde_json::from_str(&ok(out)).expect("fetch JSON");
+    let (fetched, err) = fetch_latest(&storage, &snap);
     assert_eq!(fetched["id"].as_str(), Some(older.as_str()), "{fetched}");
     assert!(
         err.contains(&newest),
         "the warning must name the newer backup: {err}"
     );
     // Asking for the broken one by name says what is wrong with it.
-    let out = run(lifeboat(&["verify", &newest, "--storage", &storage], &[]));
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("is missing"),
-        "{}",
-        text(&out.stderr)
-    );
+    let err = fails(&["verify", &newest, "--storage", &storage], 1);
+    assert!(err.contains("is missing"), "{err}");
 }
 
 /// Writes a planted manifest into a local repository: a copy of a real one with the
@@ -378,21 +383,7 @@ fn planted_manifests_are_refused_by_name() {
 
     let snap = dir.path().join("out/latest.db");
     std::fs::create_dir_all(snap.parent().expect("parent")).expect("out dir");
-    let out = run(lifeboat(
-        &[
-            "fetch",
-            "latest",
-            "--storage",
-            &storage,
-            "--out",
-            snap.to_str().expect("utf-8"),
-            "-w",
-            "json",
-        ],
-        &[],
-    ));
-    let err = text(&out.stderr);
-    let fetched: Value = serde_json::from_str(&ok(out)).expect("fetch JSON");
+    let (fetched, err) = fetch_latest(&storage, &snap);
     assert_eq!(fetched["id"].as_str(), Some(real_id.as_str()));
     for planted in [
         "20990101T000000.000Z-00000001",
@@ -404,28 +395,11 @@ fn planted_manifests_are_refused_by_name() {
         );
     }
     // By name, each is refused with the reason.
-    let out = run(lifeboat(
-        &[
-            "verify",
-            "20990101T000000.000Z-00000002",
-            "--storage",
-            &storage,
-        ],
-        &[],
-    ));
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("data key"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = run(lifeboat(&["verify", &evil, "--storage", &storage], &[]));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("not a backup id"),
-        "{}",
-        text(&out.stderr)
-    );
+    let planted = "20990101T000000.000Z-00000002";
+    let err = fails(&["verify", planted, "--storage", &storage], 1);
+    assert!(err.contains("data key"), "{err}");
+    let err = fails(&["verify", &evil, "--storage", &storage], 2);
+    assert!(err.contains("not a backup id"), "{err}");
 
     assert!(!canary.exists(), "a planted command ran");
     assert!(
@@ -559,4 +533,58 @@ fn a_member_cut_off_from_its_peers_is_passed_over() {
         "{m}"
     );
     cluster.heal();
+}
+
+/// A member with an alarm raised (NOSPACE: the backend quota is full) is not snapshotted;
+/// the error names the alarm. Once the alarm is disarmed (after a compaction and
+/// defragmentation, as the etcd docs describe) the backup goes through.
+#[test]
+fn a_member_with_an_alarm_is_not_snapshotted() {
+    let cluster =
+        Cluster::start_with_args(EtcdVersion::V3_5_30, 1, &["--quota-backend-bytes=16777216"]);
+    let value = "x".repeat(64 * 1024);
+    let mut raised = false;
+    for i in 0..1000 {
+        let out = cluster.etcdctl(&["put", &format!("/registry/big/{}", i % 8), &value]);
+        if !out.status.success() {
+            let err = text(&out.stderr);
+            assert!(
+                err.contains("database space exceeded"),
+                "{}",
+                &err[..err.len().min(500)]
+            );
+            raised = true;
+            break;
+        }
+    }
+    assert!(raised, "the quota was never reached");
+    let alarms = cluster.etcdctl_ok(&["alarm", "list"]);
+    assert!(alarms.contains("NOSPACE"), "{alarms}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("backups").display());
+    let endpoints = cluster.endpoints().join(",");
+    let err = fails(
+        &["backup", "--endpoints", &endpoints, "--storage", &storage],
+        1,
+    );
+    assert!(
+        err.contains("NOSPACE"),
+        "the error must name the alarm: {err}"
+    );
+    assert!(list(&storage, &[]).is_empty());
+
+    let status: Value =
+        serde_json::from_str(&cluster.etcdctl_ok(&["endpoint", "status", "-w", "json"]))
+            .expect("status");
+    let revision = status[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("revision");
+    cluster.etcdctl_ok(&["compact", &revision.to_string(), "--physical"]);
+    cluster.etcdctl_ok(&["defrag"]);
+    cluster.etcdctl_ok(&["alarm", "disarm"]);
+    ok(run(lifeboat(
+        &["backup", "--endpoints", &endpoints, "--storage", &storage],
+        &[],
+    )));
 }

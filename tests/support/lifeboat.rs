@@ -41,6 +41,20 @@ pub fn ok(out: Output) -> String {
     text(&out.stdout)
 }
 
+/// `lifeboat list --storage STORAGE -w json`: one JSON object per manifest file, newest
+/// first (the manifest's fields plus `state`, and `problem` unless restorable).
+pub fn list_json(storage: &str, env: &[(String, String)]) -> Vec<serde_json::Value> {
+    let out = ok(run(lifeboat(
+        &["list", "--storage", storage, "-w", "json"],
+        env,
+    )));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("list JSON")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Every object in the test bucket.
 pub fn s3_objects(s3: &SeaweedFs) -> Vec<object_store::ObjectMeta> {
     super::runtime().block_on(async {
