@@ -256,6 +256,36 @@ fn metrics_agree_with_list_and_readyz_follows_max_age() {
     );
     assert!(daemon.metric("lifeboat_verify_last_success_timestamp_seconds") > 0.0);
 
+    // Issue 9: a manifest whose data object is gone is not a backup. Without the newest
+    // one's data, the metrics count one backup and call the older one the newest.
+    let key = format!(
+        "etcd/default/{}",
+        newest["object"]["key"].as_str().expect("key")
+    );
+    support::runtime().block_on(async {
+        use object_store::ObjectStoreExt;
+        s3.object_store()
+            .delete(&object_store::path::Path::from(key))
+            .await
+            .expect("delete the newest data object");
+    });
+    let older = &backups[1];
+    let older_finished =
+        chrono::DateTime::parse_from_rfc3339(older["finished_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis() as f64
+            / 1000.0;
+    wait_until(
+        Duration::from_secs(5),
+        "the metrics to drop the backup without data",
+        || {
+            let m = daemon.metrics();
+            metric(&m, "lifeboat_storage_backups") == Some(1.0)
+                && metric(&m, "lifeboat_storage_newest_backup_timestamp_seconds")
+                    .is_some_and(|t| (t - older_finished).abs() < 0.01)
+        },
+    );
+
     // Once the newest backup is older than max-age, /readyz says so.
     let became_stale = Instant::now();
     wait_until(Duration::from_secs(10), "/readyz to turn stale", || {
