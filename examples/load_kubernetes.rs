@@ -7,6 +7,11 @@
 //! cargo run --release --example load_kubernetes -- --endpoint http://127.0.0.1:2379 \
 //!     --target-bytes 1073741824
 //! ```
+//!
+//! The shape can be changed (`make bench` uses three): `--objects N` writes N objects per
+//! round (default 20,000, plus 1,000 more each round), `--rounds N` stops after N rounds
+//! (1: one revision per object, as in a busy cluster after compaction), and
+//! `--value-min`/`--value-max` set the value sizes in bytes (default 1024–12288).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +37,10 @@ struct Args {
     target_bytes: u64,
     namespaces: usize,
     max_keys: u64,
+    objects: Option<u64>,
+    rounds: u64,
+    value_min: usize,
+    value_max: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +49,10 @@ fn parse_args() -> Result<Args, String> {
         target_bytes: 64 << 20,
         namespaces: 40,
         max_keys: u64::MAX,
+        objects: None,
+        rounds: u64::MAX,
+        value_min: 1024,
+        value_max: 12 * 1024,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,8 +62,15 @@ fn parse_args() -> Result<Args, String> {
             "--target-bytes" => args.target_bytes = value()?.parse().map_err(|e| format!("{e}"))?,
             "--namespaces" => args.namespaces = value()?.parse().map_err(|e| format!("{e}"))?,
             "--max-keys" => args.max_keys = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--objects" => args.objects = Some(value()?.parse().map_err(|e| format!("{e}"))?),
+            "--rounds" => args.rounds = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--value-min" => args.value_min = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--value-max" => args.value_max = value()?.parse().map_err(|e| format!("{e}"))?,
             other => return Err(format!("unknown flag {other}")),
         }
+    }
+    if args.value_min == 0 || args.value_max < args.value_min {
+        return Err("--value-min must be at least 1 and at most --value-max".into());
     }
     Ok(args)
 }
@@ -70,12 +90,14 @@ impl Noise {
 /// field names and labels, and a share of random ids, so it compresses about as well.
 fn object_value(
     noise: &mut Noise,
+    sizes: (usize, usize),
     resource: &str,
     ns: &str,
     name: &str,
     generation: u64,
 ) -> Vec<u8> {
-    let size = 1024 + (noise.next() % (11 * 1024)) as usize;
+    let (min, max) = sizes;
+    let size = min + (noise.next() % (max - min + 1) as u64) as usize;
     let mut v = Vec::with_capacity(size + 256);
     v.extend_from_slice(b"k8s\0\n\x02v1\x12\x03Pod\x1a");
     let header = format!(
@@ -141,7 +163,7 @@ async fn run(args: Args) -> Result<(), etcd_client::Error> {
     let mut maintenance = client.maintenance_client();
     'outer: loop {
         // Each round rewrites the same objects (new revisions) and adds a few new ones.
-        let objects = objects_per_round + round * 1000;
+        let objects = args.objects.unwrap_or(objects_per_round + round * 1000);
         let mut batch = Vec::with_capacity(64);
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..objects {
@@ -154,7 +176,14 @@ async fn run(args: Args) -> Result<(), etcd_client::Error> {
             let key = format!("/registry/{resource}/{ns}/{name}");
             batch.push(TxnOp::put(
                 key,
-                object_value(&mut noise, resource, &ns, &name, round),
+                object_value(
+                    &mut noise,
+                    (args.value_min, args.value_max),
+                    resource,
+                    &ns,
+                    &name,
+                    round,
+                ),
                 None,
             ));
             written += 1;
@@ -193,7 +222,7 @@ async fn run(args: Args) -> Result<(), etcd_client::Error> {
             started.elapsed().as_secs_f64()
         );
         round += 1;
-        if db >= args.target_bytes || written >= args.max_keys {
+        if db >= args.target_bytes || written >= args.max_keys || round >= args.rounds {
             break 'outer;
         }
     }

@@ -1,24 +1,30 @@
 #!/usr/bin/env python3
 """make bench: lifeboat against the plain etcd tools, on the same data, in the same run.
 
-Builds a >= 1 GiB etcd database of Kubernetes-like data on a local etcd 3.5.30 (loopback
-only), saves a snapshot with etcdctl, then times `lifeboat snapshot status` against
-`etcdutl snapshot status` on that file (alternating runs, warm page cache for both) and
-records wall time and peak RSS of each. Results go to docs/benchmarks.md.
+Three data shapes (BENCH_SHAPES, default "history,busy,tiny"), each on its own local
+etcd 3.5.30 (loopback only), filled by examples/load_kubernetes:
 
-Then (issue 3) backups on the same data at two database sizes (256 MiB and the full
-size): `etcdctl snapshot save` alone (the floor), the shell pipeline people write
-(`etcdctl snapshot save && zstd -T0 && cp`), and `lifeboat backup` to file:// and to a
-local SeaweedFS; wall-time ratios to the floor, compression ratio, peak RSS; plus
-lifeboat's zstd levels side by side (how the default level was chosen).
+- history: Kubernetes-like objects of 1-12 KiB, each rewritten every round (many
+  revisions per key), until the database is BENCH_DB_BYTES (default 1.1 GB);
+- busy: BENCH_BUSY_OBJECTS (default 228,838) objects of 2-8 KiB, one revision each: the
+  shape of a busy real cluster after compaction (about 1.3 GB);
+- tiny: BENCH_TINY_KEYS (default 1,000,000) keys of 80-120 byte values, one revision each.
 
-Then (issue 5) restoring 3 members from one backup of the full-size database: by hand
-(three `etcdutl snapshot restore` in sequence, then starting the members) against
-`lifeboat restore run` (all eight steps, members in parallel) on the same snapshot.
+On each shape: backups (`etcdctl snapshot save` alone, the floor; the shell pipeline
+`etcdctl snapshot save && zstd -T0 && cp`; `lifeboat backup` to file:// and to a local
+SeaweedFS), alternating runs, wall-time ratios to the floor and peak RSS; then
+`lifeboat snapshot status`/`inspect` against `etcdutl snapshot status` on a snapshot of
+it. On history also the zstd levels (at 256 MiB, how the default level was chosen) and
+(issue 5) restoring 3 members by hand against `lifeboat restore run`.
 
-Environment: BENCH_DB_BYTES (default 1100000000), BENCH_RUNS (default 5),
-BENCH_BACKUP_RUNS (default 3), BENCH_RESTORE_RUNS (default 2),
-BENCH_ONLY (status|backup|restore, default all).
+Then (daemon) `lifeboat daemon` backing up a 25 MB database every second until it has
+committed BENCH_DAEMON_BACKUPS (default 1000) backups, its RSS sampled throughout, with a
+niced CPU burner beside it (the loaded case of issue 9).
+
+Environment: BENCH_SHAPES, BENCH_DB_BYTES, BENCH_BUSY_OBJECTS, BENCH_TINY_KEYS,
+BENCH_RUNS (status runs, default 5), BENCH_BACKUP_RUNS (default 3), BENCH_RESTORE_RUNS
+(default 2), BENCH_DAEMON_BACKUPS (default 1000), BENCH_ONLY (a comma-separated subset of
+status,backup,restore,daemon; default all).
 """
 import json, os, platform, shutil, socket, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -33,7 +39,29 @@ DB_BYTES = int(os.environ.get("BENCH_DB_BYTES", 1_100_000_000))
 RUNS = int(os.environ.get("BENCH_RUNS", 5))
 BACKUP_RUNS = int(os.environ.get("BENCH_BACKUP_RUNS", 3))
 RESTORE_RUNS = int(os.environ.get("BENCH_RESTORE_RUNS", 2))
-ONLY = os.environ.get("BENCH_ONLY", "")
+BUSY_OBJECTS = int(os.environ.get("BENCH_BUSY_OBJECTS", 228_838))
+TINY_KEYS = int(os.environ.get("BENCH_TINY_KEYS", 1_000_000))
+DAEMON_BACKUPS = int(os.environ.get("BENCH_DAEMON_BACKUPS", 1000))
+ONLY = {x for x in os.environ.get("BENCH_ONLY", "").split(",") if x}
+STEPS = ("status", "backup", "restore", "daemon")
+NO_LIMIT = 1 << 50
+SHAPES = {
+    "history": {
+        "title": "history: 1-12 KiB objects, many revisions each",
+        "load": lambda: ["--target-bytes", DB_BYTES],
+    },
+    "busy": {
+        "title": f"busy: {BUSY_OBJECTS:,} objects of 2-8 KiB, one revision each",
+        "load": lambda: ["--objects", BUSY_OBJECTS, "--rounds", 1, "--value-min", 2048,
+                         "--value-max", 8192, "--target-bytes", NO_LIMIT],
+    },
+    "tiny": {
+        "title": f"tiny: {TINY_KEYS:,} keys of 80-120 byte values, one revision each",
+        "load": lambda: ["--objects", TINY_KEYS, "--rounds", 1, "--value-min", 80,
+                         "--value-max", 120, "--target-bytes", NO_LIMIT],
+    },
+}
+SELECTED = [x for x in os.environ.get("BENCH_SHAPES", "history,busy,tiny").split(",") if x]
 WEED = TOOLS / "bin/weed"
 ZSTD = TOOLS / "bin/zstd"
 SMALL_DB = 256 << 20
@@ -55,7 +83,12 @@ def measure(label, cmd):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def want(step):
+    return not ONLY or step in ONLY
+
+
 def start_etcd(work):
+    work.mkdir(parents=True, exist_ok=True)
     client, peer = free_port(), free_port()
     logf = open(work / "etcd.log", "w")
     p = subprocess.Popen([
@@ -86,37 +119,59 @@ def main():
     for b in (ETCD / "etcd", ETCD / "etcdutl", LIFEBOAT, LOADGEN, WEED, ZSTD):
         if not Path(b).exists():
             sys.exit(f"missing {b}: run `make bench` (it builds and installs everything)")
+    for x in SELECTED:
+        if x not in SHAPES:
+            sys.exit(f"BENCH_SHAPES: unknown shape {x!r} (known: {', '.join(SHAPES)})")
+    for x in ONLY:
+        if x not in STEPS:
+            sys.exit(f"BENCH_ONLY: unknown step {x!r} (known: {', '.join(STEPS)})")
     work = Path(tempfile.mkdtemp(prefix="lifeboat-bench."))
-    etcd = weed = None
+    weed = None
     try:
-        etcd, endpoint = start_etcd(work)
-        backup_results = {}
-        if ONLY in ("", "backup"):
+        s3env = None
+        if want("backup") and SELECTED:
             weed, s3env = start_weed(work)
-            load(endpoint, SMALL_DB)
-            backup_results[SMALL_DB] = bench_backup(work, endpoint, s3env, levels=True)
-        load(endpoint, DB_BYTES)
-        if ONLY in ("", "backup"):
-            backup_results[DB_BYTES] = bench_backup(work, endpoint, s3env, levels=False)
-            write_backup_report(backup_results)
-        if ONLY in ("", "restore"):
-            bench_restore(work, endpoint)
-        if ONLY in ("", "status"):
-            snap = work / "snapshot.db"
-            save = measure("etcdctl snapshot save",
-                           [ETCD / "etcdctl", "--endpoints", endpoint, "snapshot", "save", snap])
-            bench_status(snap, save)
+        for shape in SELECTED:
+            if any(want(x) for x in ("status", "backup", "restore")):
+                bench_shape(work, shape, s3env)
+        if want("daemon"):
+            bench_daemon(work)
     finally:
-        for p in (etcd, weed):
-            if p:
-                p.kill()
+        if weed:
+            weed.kill()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def load(endpoint, target):
-    log(f"loading Kubernetes-like data into {endpoint} until the db is >= {target / 2**20:.0f} MiB")
+def bench_shape(work, shape, s3env):
+    d = work / shape
+    etcd, endpoint = start_etcd(d)
+    try:
+        backup_results = {}
+        if shape == "history" and want("backup"):
+            load(endpoint, ["--target-bytes", SMALL_DB])
+            backup_results[SMALL_DB] = bench_backup(d, endpoint, s3env, levels=True)
+        load(endpoint, SHAPES[shape]["load"]())
+        if want("backup"):
+            backup_results["full"] = bench_backup(d, endpoint, s3env, levels=False)
+            write_backup_report(shape, backup_results)
+        if shape == "history" and want("restore"):
+            bench_restore(d, endpoint)
+        if want("status"):
+            snap = d / "snapshot.db"
+            save = measure("etcdctl snapshot save",
+                           [ETCD / "etcdctl", "--endpoints", endpoint, "snapshot", "save", snap])
+            bench_status(shape, snap, save)
+            snap.unlink(missing_ok=True)
+    finally:
+        etcd.kill()
+        etcd.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def load(endpoint, args):
+    log(f"loading into {endpoint}: load_kubernetes {' '.join(map(str, args))}")
     t0 = time.monotonic()
-    subprocess.run([LOADGEN, "--endpoint", endpoint, "--target-bytes", str(target)],
+    subprocess.run([LOADGEN, "--endpoint", endpoint, *map(str, args)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log(f"loaded in {time.monotonic() - t0:.0f}s")
 
@@ -214,6 +269,8 @@ def bench_backup(work, endpoint, s3env, levels):
                                      check=True, capture_output=True, text=True).stdout)[0]
     sizes["lifeboat_stored"] = ours["object"]["size"]
     sizes["lifeboat_plain"] = ours["object"]["plain_size"]
+    sizes["live_keys"] = ours["live_keys"]
+    sizes["total_key"] = ours["total_key"]
     shutil.rmtree(d / "repo", ignore_errors=True)
     level_rows = []
     if levels:
@@ -230,40 +287,51 @@ def bench_backup(work, endpoint, s3env, levels):
     return {"results": results, "sizes": sizes, "levels": level_rows}
 
 
-def write_backup_report(by_size):
+FILE_LABEL = "lifeboat backup → file://"
+S3_LABEL = "lifeboat backup → SeaweedFS (s3://)"
+FLOOR_LABEL = "etcdctl snapshot save (floor)"
+
+
+def write_backup_report(shape, by_size):
     lines = []
     for size, r in by_size.items():
         res, sizes = r["results"], r["sizes"]
-        floor = median([x["wall_s"] for x in res["etcdctl snapshot save (floor)"]])
-        lines.append(f"\n**Database {sizes['snapshot'] / 2**20:.0f} MiB** (snapshot file); "
+        floor = median([x["wall_s"] for x in res[FLOOR_LABEL]])
+        lines.append(f"\n**Database {sizes['snapshot'] / 2**20:.0f} MiB** (snapshot file), "
+                     f"{sizes['live_keys']:,} live keys, {sizes['total_key']:,} bucket entries; "
                      f"lifeboat stored {sizes['lifeboat_stored'] / 2**20:.1f} MiB "
                      f"(ratio {sizes['lifeboat_plain'] / sizes['lifeboat_stored']:.2f}), the shell "
                      f"pipeline {sizes['pipeline_zst'] / 2**20:.1f} MiB "
                      f"(ratio {sizes['snapshot'] / sizes['pipeline_zst']:.2f}).\n")
-        lines.append("| command | wall (s) | ratio to the floor | peak RSS (MiB) |")
-        lines.append("|---|---:|---:|---:|")
+        lines.append("| command | wall (s) | each run (s) | ratio to the floor | peak RSS (MiB) |")
+        lines.append("|---|---:|---|---:|---:|")
         for label, xs in res.items():
             wall = median([x["wall_s"] for x in xs])
             rss = max(x["max_rss_kib"] for x in xs) / 1024
-            lines.append(f"| `{label}` | {wall:.2f} | {wall / floor:.2f}× | {rss:.0f} |")
+            each = ", ".join(f"{x['wall_s']:.2f}" for x in xs)
+            lines.append(f"| `{label}` | {wall:.2f} | {each} | {wall / floor:.2f}× | {rss:.0f} |")
+        goals = []
+        for label, limit in ((FILE_LABEL, 1.15), (S3_LABEL, 1.25)):
+            ratio = median([x["wall_s"] for x in res[label]]) / floor
+            goals.append(f"{label.split('→ ')[1]} {ratio:.2f}× (goal ≤ {limit:.2f}×: "
+                         f"{'met' if ratio <= limit else 'NOT met'})")
+        rss = max(x["max_rss_kib"] for label in (FILE_LABEL, S3_LABEL) for x in res[label]) / 1024
+        goals.append(f"peak RSS {rss:.0f} MiB (goal ≤ 64: {'met' if rss <= 64 else 'NOT met'})")
+        lines.append("\nGoals of issue 9: " + "; ".join(goals) + ".")
         if r["levels"]:
             lines.append("\nzstd level of `lifeboat backup → file://` on this database (one run each):\n")
             lines.append("| level | wall (s) | ratio to the floor | compression ratio | peak RSS (MiB) |")
             lines.append("|---:|---:|---:|---:|---:|")
             for level, wall, ratio, rss in r["levels"]:
                 lines.append(f"| {level} | {wall:.2f} | {wall / floor:.2f}× | {ratio:.2f} | {rss / 1024:.0f} |")
-    section = f"""<!-- bench:backup:start -->
-## Taking a backup (issue 3)
+    section = f"""<!-- bench:backup-{shape}:start -->
+### {SHAPES[shape]['title']}
 
-Measured {time.strftime('%Y-%m-%d')} by `make bench` on {os.cpu_count()} cores; etcd 3.5.30 and
-SeaweedFS on the same machine (loopback), Kubernetes-like data (values 1–12 KiB, several
-revisions each). Median of {BACKUP_RUNS} alternating runs; peak RSS is the largest over the
-runs (for the shell pipeline: its largest process). The floor is `etcdctl snapshot save`
-alone; lifeboat additionally verifies the sha256 trailer and the bbolt structure (from its
-spool copy), compresses, uploads, and writes a manifest.
+Measured {time.strftime('%Y-%m-%d')} by `make bench` on {os.cpu_count()} cores; median of
+{BACKUP_RUNS} alternating runs, peak RSS the largest over the runs.
 {chr(10).join(lines)}
-<!-- bench:backup:end -->"""
-    replace_section("backup", section)
+<!-- bench:backup-{shape}:end -->"""
+    replace_section(f"backup-{shape}", section)
     print(section)
 
 
@@ -400,7 +468,7 @@ def replace_section(name, section):
     doc.write_text(text)
 
 
-def bench_status(snap, save):
+def bench_status(shape, snap, save):
     size = snap.stat().st_size
     ref = json.loads(subprocess.run([ETCD / "etcdutl", "snapshot", "status", snap, "-w", "json"],
                                     check=True, capture_output=True, text=True).stdout)
@@ -425,51 +493,153 @@ def bench_status(snap, save):
         for label, c in cmds.items():
             results[label].append(measure(label, c))
         log(f"status run {i + 1}/{RUNS} done")
-    write_report(size, ref, ours, save, results)
+    write_report(shape, size, ref, ours, save, results)
 
 
-def write_report(size, ref, ours, save, results):
+def write_report(shape, size, ref, ours, save, results):
     base = results["etcdutl snapshot status"]
     base_wall = median([r["wall_s"] for r in base])
+    bound = 64 + 32 * ours["liveKeys"] / 2**20
     rows = []
     for label, rs in results.items():
         wall = median([r["wall_s"] for r in rs])
         rss = max(r["max_rss_kib"] for r in rs) / 1024
-        rows.append(f"| `{label}` | {wall:.2f} | {wall / base_wall:.2f}× | {rss:.0f} |")
-    cpu = "unknown"
+        within = "" if label.startswith("etcdutl") else ("yes" if rss <= bound else "NO")
+        rows.append(f"| `{label}` | {wall:.2f} | {wall / base_wall:.2f}× | {rss:.0f} | {within} |")
+    section = f"""<!-- bench:status-{shape}:start -->
+### {SHAPES[shape]['title']}
+
+Measured {time.strftime('%Y-%m-%d')} by `make bench` on {os.cpu_count()} cores ({cpu_model()}),
+Linux {platform.release()}: **{size / 2**30:.2f} GiB**, {ref['totalKey']:,} bucket entries,
+{ours['liveKeys']:,} live keys, revision {ref['revision']:,}. `etcdctl snapshot save` took
+{save['wall_s']:.1f} s. Median of {RUNS} alternating runs; memory bound for lifeboat
+64 MiB + 32 bytes × live keys = {bound:.0f} MiB.
+
+| command | wall (s) | ratio to etcdutl | peak RSS (MiB) | within the bound |
+|---|---:|---:|---:|:---:|
+{chr(10).join(rows)}
+<!-- bench:status-{shape}:end -->"""
+    replace_section(f"status-{shape}", section)
+    print(section)
+
+
+def cpu_model():
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    section = f"""<!-- bench:snapshot-status:start -->
-## Reading a snapshot: `snapshot status` (issue 2)
+    return "unknown CPU"
 
-Measured {time.strftime('%Y-%m-%d')} by `make bench` on {os.cpu_count()} cores ({cpu}), Linux
-{platform.release()}. One etcd 3.5.30 database of Kubernetes-like objects (values 1–12 KiB,
-several revisions each), saved with `etcdctl snapshot save`: **{size / 2**30:.2f} GiB**,
-{ref['totalKey']} bucket entries, {ours['liveKeys']} live keys, revision {ref['revision']}.
-`etcdctl snapshot save` itself took {save['wall_s']:.1f} s.
 
-Median of {RUNS} alternating runs, page cache warm for all; peak RSS is the maximum over the
-runs (`wait4` rusage). Ratio is wall time relative to `etcdutl snapshot status` (lower is
-faster). Both print the same `hash`, `revision`, `totalKey` and `totalSize` (checked
-before timing). By default lifeboat also verifies the sha256 trailer (in a second
-thread), which etcdutl never does; that check is bound by sha256 itself (about 1.5 GB/s
-per core with SHA-NI), so `--skip-hash-check` is the like-for-like comparison. Both
-lifeboat rows also count live keys and check the B+tree structure. etcdutl maps the
-whole file, so its RSS grows with the database; lifeboat reads pages with `pread` and
-its memory depends on the number of distinct keys, not the file size.
+def rss_kib(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
-| command | wall (s) | ratio to etcdutl | peak RSS (MiB) |
-|---|---:|---:|---:|
+
+def metric(port, name):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+            c.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+    except OSError:
+        return None
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def bench_daemon(work):
+    """`lifeboat daemon` taking a backup of a 25 MB database every second, RSS sampled."""
+    d = work / "daemon"
+    etcd, endpoint = start_etcd(d)
+    burner = daemon = None
+    try:
+        load(endpoint, ["--target-bytes", 25_000_000])
+        port = free_port()
+        (d / "spool").mkdir()
+        cfg = d / "lifeboat.toml"
+        cfg.write_text(f"""[etcd]
+endpoints = ["{endpoint}"]
+[storage]
+url = "file://{d}/repo"
+[backup]
+cluster = "bench"
+spool-dir = "{d}/spool"
+schedule = "* * * * * *"
+[retention]
+keep-last = 3
+[daemon]
+listen = "127.0.0.1:{port}"
+leader-election = false
+""")
+        # The loaded case of the issue: another process keeps the CPU busy (niced, so it
+        # takes only what nobody else wants).
+        burner = subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", "while True: pass"])
+        logf = open(d / "daemon.log", "w")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        daemon = subprocess.Popen([LIFEBOAT, "daemon", "--config", cfg], stdout=logf, stderr=logf,
+                                  env=env)
+        samples = []  # (seconds, backups committed, RSS KiB)
+        t0 = time.monotonic()
+        deadline = t0 + DAEMON_BACKUPS * 3 + 120
+        backups = 0
+        while backups < DAEMON_BACKUPS:
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                sys.exit("daemon bench: the daemon stopped or fell behind: "
+                         + (d / "daemon.log").read_text()[-2000:])
+            time.sleep(1)
+            backups = int(metric(port, "lifeboat_backups_total") or 0)
+            rss = rss_kib(daemon.pid)
+            if rss is not None:
+                samples.append((time.monotonic() - t0, backups, rss))
+            if rss is not None and len(samples) % 60 == 0:
+                log(f"daemon: {backups} backups, RSS {rss / 1024:.1f} MiB")
+        failures = metric(port, "lifeboat_backup_failures_total") or 0
+    finally:
+        for p in (daemon, burner, etcd):
+            if p:
+                p.kill()
+                p.wait()
+        shutil.rmtree(d, ignore_errors=True)
+    write_daemon_report(samples, failures)
+
+
+def write_daemon_report(samples, failures):
+    backups = samples[-1][1]
+    rows = []
+    for frac in (0.01, 0.1, 0.25, 0.5, 0.75, 1.0):
+        want_n = max(1, int(backups * frac))
+        t, n, rss = next(s for s in samples if s[1] >= want_n)
+        rows.append(f"| {n} | {t:.0f} | {rss / 1024:.1f} |")
+    peak = max(s[2] for s in samples) / 1024
+    settled = [s[2] for s in samples if s[1] >= backups * 0.1]
+    section = f"""<!-- bench:daemon:start -->
+## The daemon's memory over many backups (issue 9)
+
+Measured {time.strftime('%Y-%m-%d')} by `make bench` on {os.cpu_count()} cores: `lifeboat daemon`
+backing up a 25 MB database (history shape) to file:// every second (`schedule = "* * * * * *"`,
+`keep-last = 3`), no `MALLOC_*` variables set, with a niced CPU burner beside it. RSS is
+`VmRSS` sampled every second; {backups} backups committed, {failures:.0f} failed.
+
+| backups committed | seconds | RSS (MiB) |
+|---:|---:|---:|
 {chr(10).join(rows)}
-<!-- bench:snapshot-status:end -->"""
-    replace_section("snapshot-status", section)
-    print(section)
 
+Peak RSS {peak:.1f} MiB; after the first 10 % of the backups it stayed between
+{min(settled) / 1024:.1f} and {max(settled) / 1024:.1f} MiB (goal: flat and ≤ 64 MiB).
+<!-- bench:daemon:end -->"""
+    replace_section("daemon", section)
+    print(section)
 
 
 if __name__ == "__main__":

@@ -599,7 +599,7 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             let options = ScanOptions {
                 verify_trailer: !args.skip_hash_check,
             };
-            let (status, _) = snapshot::scan(&args.file, options)?;
+            let status = snapshot::scan_status(&args.file, options)?;
             tracing::info!(file = %args.file.display(), revision = status.revision, "snapshot read");
             output::status(out, cli.write_out, &status).map_err(Failure::Output)
         }
@@ -607,8 +607,8 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             let options = ScanOptions {
                 verify_trailer: !args.skip_hash_check,
             };
-            let (_, index) = snapshot::scan(&args.file, options)?;
-            let inventory = snapshot::inventory(&index, &args.prefix, args.depth);
+            let inventory =
+                snapshot::scan_inventory(&args.file, options, &args.prefix, args.depth)?;
             output::inventory(out, cli.write_out, &inventory).map_err(Failure::Output)
         }
     }

@@ -313,7 +313,7 @@ async fn download_and_check(
     }
     let path_owned = path.to_path_buf();
     let scanned = tokio::task::spawn_blocking(move || {
-        snapshot::scan(
+        snapshot::scan_status(
             &path_owned,
             ScanOptions {
                 verify_trailer: false,
@@ -325,7 +325,7 @@ async fn download_and_check(
         id: id.clone(),
         reason: e.to_string(),
     })?;
-    let (status, _) = scanned.map_err(|source| FetchError::Snapshot {
+    let status = scanned.map_err(|source| FetchError::Snapshot {
         id: id.clone(),
         source,
     })?;

@@ -17,6 +17,8 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 mod spool;
 
-use spool::{ChannelWriter, Spool};
+use spool::{Batcher, ChannelWriter, Spool};
 
 use crate::encryption::Sink;
 use crate::etcd::{self, EtcdError, EtcdSettings, MemberStatus, SnapshotStream};
@@ -394,7 +396,9 @@ async fn stream_and_store(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Streamed {
-    let (raw_tx, raw_rx) = mpsc::channel::<Vec<u8>>(32);
+    // Two batches of about 1 MiB queued: the stream runs ahead of the processor by at
+    // most ~3 MiB.
+    let (raw_tx, raw_rx) = mpsc::channel::<Vec<Vec<u8>>>(2);
     let (zst_tx, zst_rx) = mpsc::channel::<Bytes>(2);
     let file = match spool.file() {
         Ok(f) => f,
@@ -417,23 +421,36 @@ async fn stream_and_store(
 
     progress.start(u64::try_from(source.db_size).unwrap_or(0));
     let streamed: Result<(), BackupError> = async {
-        let mut stream = SnapshotStream::open(client, &source.endpoint, opts.stall_timeout).await?;
-        loop {
-            let chunk = tokio::select! {
-                chunk = stream.next_chunk() => chunk?,
-                () = opts.cancel.cancelled() => return Err(BackupError::Cancelled),
-            };
-            let Some(chunk) = chunk else { break };
-            progress.advance(chunk.len() as u64);
-            if raw_tx.send(chunk).await.is_err() {
-                break; // the processor stopped; its error is reported below
+        let stream = SnapshotStream::open(client, &source.endpoint, opts.stall_timeout).await?;
+        // The stream is read in a task of its own, on the runtime's workers next to the
+        // HTTP/2 connection that receives it: each message then wakes a task on the same
+        // worker, where awaiting it here (on the thread that called `block_on`) took a
+        // thread wake-up per message (~400k futex calls for 1.3 GB).
+        let received = Arc::new(AtomicU64::new(0));
+        let mut pump = tokio::spawn(pump(
+            stream,
+            Batcher::new(raw_tx),
+            received.clone(),
+            opts.cancel.clone(),
+        ));
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut reported = 0;
+        let report = |reported: &mut u64| {
+            let now = received.load(Ordering::Relaxed);
+            progress.advance(now - *reported);
+            *reported = now;
+        };
+        let pumped = loop {
+            tokio::select! {
+                done = &mut pump => break done,
+                _ = tick.tick() => report(&mut reported),
             }
-        }
-        Ok(())
+        };
+        report(&mut reported);
+        pumped.unwrap_or_else(|e| Err(BackupError::Compress(format!("stream task: {e}"))))
     }
     .await;
     progress.finish();
-    drop(raw_tx);
 
     let processed = processor
         .await
@@ -453,10 +470,32 @@ async fn stream_and_store(
     Streamed { writer, outcome }
 }
 
+/// Reads the snapshot stream into batches for the processor thread, counting the bytes.
+async fn pump(
+    mut stream: SnapshotStream,
+    mut batcher: Batcher,
+    received: Arc<AtomicU64>,
+    cancel: CancellationToken,
+) -> Result<(), BackupError> {
+    loop {
+        let chunk = tokio::select! {
+            chunk = stream.next_chunk() => chunk?,
+            () = cancel.cancelled() => return Err(BackupError::Cancelled),
+        };
+        let Some(chunk) = chunk else { break };
+        received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if !batcher.push(chunk).await {
+            return Ok(()); // the processor stopped; its error is reported below
+        }
+    }
+    batcher.send().await;
+    Ok(())
+}
+
 /// The processor thread: splits off the trailer, hashes, spools, compresses (and
 /// encrypts, when the sink does).
 fn process(
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Vec<Vec<u8>>>,
     (mut spool, spool_path): (File, PathBuf),
     sink: Sink<ChannelWriter>,
     level: i32,
@@ -474,10 +513,12 @@ fn process(
         path: spool_path.clone(),
         source: e,
     };
-    while let Some(chunk) = rx.blocking_recv() {
-        spool.write_all(&chunk).map_err(spool_err)?;
-        encoder.write_all(&chunk).map_err(compress_err)?;
-        split.update(&chunk);
+    while let Some(batch) = rx.blocking_recv() {
+        spool::write_batch(&mut spool, &batch).map_err(spool_err)?;
+        for chunk in &batch {
+            encoder.write_all(chunk).map_err(compress_err)?;
+            split.update(chunk);
+        }
     }
     // No fsync: the spool is a scratch copy read back at once from the page cache; the
     // stored object is what must be durable.
@@ -557,7 +598,7 @@ fn verify_spool(
         Some(_) => {}
     }
     // The sha256 was just checked on the stream; the spool check is the bbolt structure.
-    let (status, _) = snapshot::scan(
+    let status = snapshot::scan_status(
         spool,
         ScanOptions {
             verify_trailer: false,

@@ -1,9 +1,9 @@
-//! The two small pieces the pipeline hands bytes to: the spool file (the local copy that
-//! is checked before a backup is committed) and the writer that passes compressed bytes
-//! to the upload task.
+//! The small pieces the pipeline hands bytes to: the batches that carry the stream to the
+//! processor thread, the spool file (the local copy that is checked before a backup is
+//! committed) and the writer that passes compressed bytes to the upload task.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -97,5 +97,87 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.send()
+    }
+}
+
+/// The stream's chunks (etcd sends 32 KiB or less per message), gathered into batches of
+/// about [`BATCH`] bytes before they go to the processor thread: one hand-off between
+/// threads per batch instead of per chunk (a wake-up each, when the processor waits). The
+/// chunks are moved, not copied.
+pub(super) struct Batcher {
+    tx: mpsc::Sender<Vec<Vec<u8>>>,
+    batch: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// Bytes per batch handed to the processor thread.
+pub(super) const BATCH: usize = 1 << 20;
+
+impl Batcher {
+    pub(super) fn new(tx: mpsc::Sender<Vec<Vec<u8>>>) -> Self {
+        Batcher {
+            tx,
+            batch: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a chunk; false once the processor has stopped.
+    pub(super) async fn push(&mut self, chunk: Vec<u8>) -> bool {
+        self.bytes += chunk.len();
+        self.batch.push(chunk);
+        if self.bytes < BATCH {
+            return true;
+        }
+        self.send().await
+    }
+
+    /// Sends what is gathered; false once the processor has stopped.
+    pub(super) async fn send(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.bytes = 0;
+        self.tx.send(batch).await.is_ok()
+    }
+}
+
+/// Writes every chunk of a batch with as few `write` calls as the kernel allows.
+pub(super) fn write_batch(file: &mut File, batch: &[Vec<u8>]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the spool file accepts no more bytes",
+                ));
+            }
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_written_whole_and_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spool");
+        let mut f = File::create(&path).expect("create");
+        let batch: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| vec![(i % 251) as u8; 1 + (i as usize * 37) % 5000])
+            .chain([Vec::new()])
+            .collect();
+        write_batch(&mut f, &batch).expect("write");
+        drop(f);
+        assert_eq!(std::fs::read(&path).expect("read"), batch.concat());
     }
 }

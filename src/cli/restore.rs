@@ -320,7 +320,7 @@ fn restore_backup_ref(
 ) -> Result<crate::restore::plan::BackupRef, Failure> {
     let path = std::path::Path::new(which);
     if path.is_file() {
-        let (status, _) = snapshot::scan(
+        let status = snapshot::scan_status(
             path,
             ScanOptions {
                 verify_trailer: true,

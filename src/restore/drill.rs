@@ -107,8 +107,8 @@ pub async fn drill(
     };
     let scan_path = snapshot.clone();
     let (status, hash_kv) = tokio::task::spawn_blocking(move || {
-        let (status, _) =
-            crate::snapshot::scan(&scan_path, crate::snapshot::ScanOptions::default())?;
+        let status =
+            crate::snapshot::scan_status(&scan_path, crate::snapshot::ScanOptions::default())?;
         let hash = crate::snapshot::hashkv::hash_kv(&scan_path)?;
         Ok::<_, crate::snapshot::SnapshotError>((status, hash))
     })

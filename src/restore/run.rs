@@ -370,7 +370,7 @@ impl Runner {
             Source::File(path) => {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || {
-                    crate::snapshot::scan(
+                    crate::snapshot::scan_status(
                         &path,
                         crate::snapshot::ScanOptions {
                             verify_trailer: true,

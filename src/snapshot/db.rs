@@ -1,7 +1,8 @@
 //! Opening a snapshot file and walking its bbolt B+trees page by page.
 //!
 //! Pages are read with positioned reads (`pread`) into small buffers, one page (plus its
-//! overflow) per tree level at a time, so memory does not grow with the file. The only
+//! overflow) per tree level at a time, so memory does not grow with the file; runs of
+//! pages in file order are served from one larger read ([`super::readahead`]). The only
 //! structure that grows with the file is the set of pages already seen (one bit per
 //! page: 32 KiB for a 1 GiB database), which is how a page referenced twice — a cycle or
 //! a cross-linked tree — is caught, as bbolt's own consistency check does.
@@ -15,6 +16,7 @@ use super::page::{
     BucketHeader, FLAG_BRANCH, FLAG_FREELIST, FLAG_LEAF, MAX_PAGE_SIZE, MIN_PAGE_SIZE, Meta,
     MetaProblem, NO_FREELIST, PAGE_HEADER_SIZE, PageHeader, PageView,
 };
+use super::readahead::ReadAhead;
 use super::walk_state::{KeyOrder, PageSet};
 
 /// Length of the sha256 digest etcd appends to a snapshot.
@@ -49,6 +51,7 @@ pub struct Database {
     meta_warning: Option<String>,
     seen: PageSet,
     bucket_depth: usize,
+    reader: ReadAhead,
 }
 
 /// Where a bucket's tree lives: its own root page, or inline in its parent's leaf.
@@ -234,6 +237,7 @@ impl Database {
             meta_warning,
             seen,
             bucket_depth: 0,
+            reader: ReadAhead::new(needed),
         })
     }
 
@@ -293,8 +297,8 @@ impl Database {
         }
         let offset = id * ps;
         let mut buf = vec![0u8; ps as usize];
-        self.file
-            .read_exact_at(&mut buf, offset)
+        self.reader
+            .read_exact_at(&self.file, &mut buf, offset)
             .map_err(|e| Corrupted::new(format!("reading page {id}: {e}"), offset))?;
         let header = PageHeader::parse(&buf, offset)?;
         if header.id != id {
@@ -326,8 +330,8 @@ impl Database {
                 ));
             }
             buf.resize(total as usize, 0);
-            self.file
-                .read_exact_at(&mut buf[ps as usize..], offset + ps)
+            self.reader
+                .read_exact_at(&self.file, &mut buf[ps as usize..], offset + ps)
                 .map_err(|e| Corrupted::new(format!("reading page {id}: {e}"), offset))?;
         }
         for p in id..=last {

@@ -11,8 +11,10 @@ pub mod db;
 pub mod error;
 pub mod hashkv;
 pub mod inventory;
+mod live;
 pub mod mvcc;
 pub mod page;
+mod readahead;
 pub mod status;
 pub mod trailer;
 mod walk_state;
@@ -20,15 +22,22 @@ mod walk_state;
 use std::path::Path;
 
 pub use error::{Corrupted, SnapshotError};
-pub use inventory::{Inventory, PrefixCount, ResourceCount, inventory};
+pub use inventory::{Inventory, PrefixCount, ResourceCount, inventory, scan_inventory};
 pub use status::{KeyIndex, ScanOptions, Status, TrailerState};
 
 /// The status figures of the snapshot file at `path`, its trailer verified when present.
 pub fn status(path: &Path) -> Result<Status, SnapshotError> {
-    status::scan(path, ScanOptions::default()).map(|(s, _)| s)
+    status::scan_status(path, ScanOptions::default())
 }
 
-/// The status figures and the live-key index of the snapshot file at `path`.
+/// The status figures of the snapshot file at `path`, with memory that does not hold
+/// the keys (about 26 bytes per live key).
+pub fn scan_status(path: &Path, options: ScanOptions) -> Result<Status, SnapshotError> {
+    status::scan_status(path, options)
+}
+
+/// The status figures and the live-key index (every live key's bytes) of the snapshot
+/// file at `path`.
 pub fn scan(path: &Path, options: ScanOptions) -> Result<(Status, KeyIndex), SnapshotError> {
     status::scan(path, options)
 }

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::db::{BucketRef, Database, Entry};
 use super::error::{Corrupted, SnapshotError};
+use super::live::LiveSet;
 use super::mvcc::{KeyValue, Revision};
 
 /// The figures of one snapshot file.
@@ -109,8 +110,51 @@ pub struct KeyIndex {
 }
 
 /// Reads the whole file once: status figures and the live-key index. The sha256 is
-/// computed in a second thread while the tree is walked.
+/// computed in a second thread while the tree is walked. The index holds every live
+/// key's bytes; [`scan_status`] and [`super::inventory::scan_inventory`] need much less
+/// memory.
 pub fn scan(path: &Path, options: ScanOptions) -> Result<(Status, KeyIndex), SnapshotError> {
+    let mut index = KeyIndex::default();
+    let mut status = scan_with(path, options, &mut |key, size| match size {
+        None => {
+            index.keys.remove(key);
+        }
+        Some(size) => {
+            if let Some(s) = index.keys.get_mut(key) {
+                *s = size;
+            } else {
+                index.keys.insert(key.to_vec(), size);
+            }
+        }
+    })?;
+    status.live_keys = index.keys.len() as u64;
+    Ok((status, index))
+}
+
+/// The status figures alone: the live keys are counted by fingerprint (see
+/// [`super::live`]), about 26 bytes per live key whatever the keys' length.
+pub fn scan_status(path: &Path, options: ScanOptions) -> Result<Status, SnapshotError> {
+    let mut live = LiveSet::<()>::new();
+    let mut status = scan_with(path, options, &mut |key, size| match size {
+        None => live.delete(key),
+        Some(_) => live.put(key, ()),
+    })?;
+    status.live_keys = live.count();
+    Ok(status)
+}
+
+/// What a walk reports for every record of the `key` bucket, in revision order: the
+/// user key and the size of its value, or `None` for a delete. `live_keys` is left to
+/// the caller.
+pub(crate) type OnKey<'a> = dyn FnMut(&[u8], Option<u64>) + 'a;
+
+/// Reads the whole file once; the sha256 is computed in a second thread while the tree
+/// is walked.
+pub(crate) fn scan_with(
+    path: &Path,
+    options: ScanOptions,
+    on_key: &mut OnKey<'_>,
+) -> Result<Status, SnapshotError> {
     let mut db = Database::open(path)?;
     let hash_file = db.try_clone_file()?;
     let db_len = db.db_len();
@@ -118,7 +162,7 @@ pub fn scan(path: &Path, options: ScanOptions) -> Result<(Status, KeyIndex), Sna
         let sha = options
             .verify_trailer
             .then(|| s.spawn(move || sha256_prefix(hash_file, db_len)));
-        let walked = walk(&mut db);
+        let walked = walk(&mut db, on_key);
         let digest = match sha {
             Some(handle) => Some(
                 handle
@@ -141,11 +185,10 @@ pub fn scan(path: &Path, options: ScanOptions) -> Result<(Status, KeyIndex), Sna
             (Some(_), None) => TrailerState::NotChecked,
             (None, _) => TrailerState::Absent,
         };
-        let (mut acc, index) = walked.map_err(|c| SnapshotError::corrupted(path, c))?;
+        let mut acc = walked.map_err(|c| SnapshotError::corrupted(path, c))?;
         acc.status.sha256_trailer = trailer;
         acc.status.sha256 = digest.as_ref().map(|d| hex(d));
-        acc.status.live_keys = index.keys.len() as u64;
-        Ok((acc.status, index))
+        Ok(acc.status)
     })
 }
 
@@ -154,7 +197,7 @@ struct Accumulator {
     crc: u32,
 }
 
-fn walk(db: &mut Database) -> Result<(Accumulator, KeyIndex), Corrupted> {
+fn walk(db: &mut Database, on_key: &mut OnKey<'_>) -> Result<Accumulator, Corrupted> {
     let meta = *db.meta();
     let mut acc = Accumulator {
         status: Status {
@@ -181,7 +224,6 @@ fn walk(db: &mut Database) -> Result<(Accumulator, KeyIndex), Corrupted> {
         },
         crc: 0,
     };
-    let mut index = KeyIndex::default();
     db.walk_root(&mut |db, name, entry, at| {
         let Entry::Bucket(bucket) = entry else {
             return Err(Corrupted::new(
@@ -200,7 +242,7 @@ fn walk(db: &mut Database) -> Result<(Accumulator, KeyIndex), Corrupted> {
             match e {
                 Entry::Value(v) => {
                     acc.crc = crc32c::crc32c_append(acc.crc, v);
-                    record(&name, k, v, at, &mut acc.status, &mut index)
+                    record(&name, k, v, at, &mut acc.status, on_key)
                 }
                 // Nested buckets are not part of etcd's schema; etcdutl hashes only their
                 // name, but bbolt's check still walks them.
@@ -211,7 +253,7 @@ fn walk(db: &mut Database) -> Result<(Accumulator, KeyIndex), Corrupted> {
     db.check_free_pages()?;
     acc.status.hash = acc.crc;
     acc.status.members.sort();
-    Ok((acc, index))
+    Ok(acc)
 }
 
 fn walk_nested(db: &mut Database, bucket: BucketRef<'_>, at: u64) -> Result<(), Corrupted> {
@@ -228,7 +270,7 @@ fn record(
     v: &[u8],
     at: u64,
     status: &mut Status,
-    index: &mut KeyIndex,
+    on_key: &mut OnKey<'_>,
 ) -> Result<(), Corrupted> {
     match bucket {
         b"key" => {
@@ -249,11 +291,9 @@ fn record(
                 )
             })?;
             if rev.tombstone {
-                index.keys.remove(kv.key);
-            } else if let Some(size) = index.keys.get_mut(kv.key) {
-                *size = kv.value.len() as u64;
+                on_key(kv.key, None);
             } else {
-                index.keys.insert(kv.key.to_vec(), kv.value.len() as u64);
+                on_key(kv.key, Some(kv.value.len() as u64));
             }
         }
         b"meta" => match k {
