@@ -215,12 +215,20 @@ impl Repository {
 
     /// Every manifest file, newest first, each with its state.
     pub async fn catalog(&self) -> Result<Vec<Entry>, RepoError> {
+        Ok(self.catalog_and_data().await?.0)
+    }
+
+    /// [`Repository::catalog`], and the data objects listed on the way (for prune, so
+    /// the data directory is listed once).
+    pub(crate) async fn catalog_and_data(
+        &self,
+    ) -> Result<(Vec<Entry>, HashMap<String, ObjectMeta>), RepoError> {
         let listing = self.listing().await?;
         let mut out = Vec::with_capacity(listing.manifests.len());
         for (id, meta) in &listing.manifests {
             out.push(self.entry(id, meta, &listing.data).await?);
         }
-        Ok(out)
+        Ok((out, listing.data))
     }
 
     /// The newest backup that can be restored. Newer manifests that cannot (no data,

@@ -11,7 +11,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use serde::Serialize;
 
 use super::retention::{self, Candidate, Decision, Policy};
@@ -74,7 +73,7 @@ pub async fn plan(
     grace: Duration,
     now: DateTime<Utc>,
 ) -> Result<Plan, RepoError> {
-    let entries = repo.catalog().await?;
+    let (entries, objects) = repo.catalog_and_data().await?;
     let manifests: Vec<Manifest> = entries
         .iter()
         .filter_map(|e| e.restorable().cloned())
@@ -104,18 +103,8 @@ pub async fn plan(
         .ok()
         .and_then(|g| now.checked_sub_signed(g))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let prefix = repo.path("snapshots");
-    let objects: Vec<_> = repo
-        .store()
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| repo.access_error("listing data objects", e))?;
     let mut leftovers = Vec::new();
-    for meta in objects {
-        let Some(key) = repo.relative_key(&meta.location) else {
-            continue;
-        };
+    for (key, meta) in objects {
         if named.contains(key.as_str()) {
             continue;
         }
@@ -129,6 +118,7 @@ pub async fn plan(
             });
         }
     }
+    leftovers.sort_by(|a, b| a.key.cmp(&b.key));
     if let Some(dir) = repo.local_snapshots_dir() {
         leftovers.extend(staged_uploads(&dir, cutoff));
     }

@@ -3,15 +3,21 @@
 //!
 //! - [`plan`]: the plan, a pure function of the configured members, the backup and what
 //!   preflight found; printed by `restore plan`.
+//! - `settings`: the `[restore]` configuration, checked once (re-exported by [`plan`]).
+//! - [`run`]: carries the plan out, with its `journal` and the `ports` check that a
+//!   stopped member is really stopped.
 //! - [`transport`]: running a member's commands here or over ssh.
 //! - [`names`]: what may reach a path or a shell (backup ids from the bucket, the
 //!   config's names, dirs, users and hosts).
 
 mod control;
 pub mod drill;
+mod journal;
 pub mod names;
 pub mod plan;
+mod ports;
 pub mod run;
+mod settings;
 pub mod transport;
 
 use std::time::Duration;
