@@ -139,6 +139,15 @@ impl Repository {
             })
             .collect();
         manifests.sort_by(|a, b| b.0.cmp(&a.0));
+        // Forget manifests that are gone (pruned), so a daemon's cache stays the size of
+        // the storage, not of every backup it ever saw.
+        if let Ok(mut cache) = self.manifests.lock() {
+            let present: std::collections::HashSet<String> = manifests
+                .iter()
+                .map(|(_, m)| m.location.to_string())
+                .collect();
+            cache.retain(|key, _| present.contains(key));
+        }
         let data = data
             .into_iter()
             .filter_map(|m| Some((self.relative_key(&m.location)?, m)))
