@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::etcd::Cluster;
+use support::h2_tamper::TrailerTamper;
 use support::lifeboat::{
     filer_entries, files_under, lifeboat, ok, run, s3_objects, text, wait_for_spool,
 };
@@ -660,4 +661,94 @@ fn s3_stopped_mid_upload_leaves_nothing() {
         uploads.is_empty(),
         "an unfinished multipart upload was left behind: {uploads:?}\nbackup stderr: {err}"
     );
+}
+
+/// A snapshot whose trailer is corrupted on the wire fails the check, and nothing of the
+/// run remains: not in the directory, not in the bucket (its data object is completed
+/// while the check runs, so the failed check must delete it), not in the spool.
+#[test]
+fn a_snapshot_corrupted_in_transit_is_never_committed() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    support::runtime().block_on(async {
+        let mut c = workload::connect(&cluster).await;
+        workload::large_db(&mut c, 16 << 20).await;
+    });
+    let upstream = cluster.endpoints()[0]
+        .trim_start_matches("http://")
+        .to_owned();
+    let tamper = TrailerTamper::start(&upstream);
+    let mut s3 = SeaweedFs::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).expect("spool dir");
+    let backups = dir.path().join("backups");
+    let file_url = format!("file://{}", backups.display());
+    let s3_url = format!("s3://{}/etcd", s3.bucket);
+    let spool_arg = spool.to_str().expect("utf-8");
+    for (url, env) in [(&file_url, vec![]), (&s3_url, s3.aws_env())] {
+        let before = tamper.flipped();
+        let out = run(lifeboat(
+            &[
+                "backup",
+                "--endpoints",
+                &tamper.endpoint(),
+                "--storage",
+                url,
+                "--spool-dir",
+                spool_arg,
+            ],
+            &env,
+        ));
+        let err = text(&out.stderr);
+        assert_eq!(
+            tamper.flipped(),
+            before + 1,
+            "the proxy did not corrupt the trailer: {err}"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{url}: stdout {}\nstderr {err}",
+            text(&out.stdout)
+        );
+        assert!(
+            err.contains("does not match the data streamed")
+                && err.contains("corrupted in transit"),
+            "{url}: {err}"
+        );
+        assert!(
+            files_under(&spool).is_empty(),
+            "spool left: {:?}",
+            files_under(&spool)
+        );
+        // The same member through no proxy gives a good backup.
+        ok(run(lifeboat(
+            &[
+                "backup",
+                "--endpoints",
+                &cluster.endpoints()[0],
+                "--storage",
+                url,
+            ],
+            &env,
+        )));
+    }
+    assert_eq!(
+        files_under(&backups).len(),
+        2,
+        "{:?}",
+        files_under(&backups)
+    );
+    let listing = s3_objects(&s3);
+    assert_eq!(
+        listing.len(),
+        2,
+        "only the good backup may remain: {listing:?}"
+    );
+    let uploads = filer_entries(&s3, &format!("/buckets/{}/.uploads/", s3.bucket));
+    assert!(
+        uploads.is_empty(),
+        "an unfinished multipart upload was left: {uploads:?}"
+    );
+    s3.stop();
 }

@@ -9,10 +9,10 @@
 //! Channels between the stages are bounded, so memory does not grow with the snapshot.
 //! When the stream ends: the trailer must equal the sha256 computed, and the spool file
 //! must read back as a consistent bbolt file whose revision is at least the one the member
-//! reported before streaming. Only then is the upload completed and the manifest written:
-//! the manifest is the commit point. On any failure the multipart upload is aborted, a
-//! completed data object without its manifest is deleted, the spool is removed, and no
-//! manifest is written.
+//! reported before streaming. While that check runs, the upload is completed and made
+//! durable; the manifest, written only after both, is the commit point. On any failure the
+//! multipart upload is aborted (or the completed data object deleted), the spool is
+//! removed, and no manifest is written.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -216,48 +216,60 @@ pub async fn run(
         }
     };
 
+    tracing::debug!(id = %id, bytes = processed.plain_len, secs = t0.elapsed().as_secs_f64(), "stream complete");
     // Verify before anything becomes visible. The bbolt check reads the whole spool: off
     // the async workers (the daemon's election keep-alives and HTTP endpoint share them).
-    let checked = {
+    // Meanwhile the data object is completed and made durable: without its manifest it is
+    // not a backup (the manifest is the commit point), and a failed check deletes it.
+    // The two overlap because on file:// the fsync of the data object takes about as
+    // long as the check (docs/benchmarks.md).
+    let check = {
         let (path, endpoint) = (spool.path.clone(), source.endpoint.clone());
         let trailer = (processed.trailer, processed.db_sha256, processed.plain_len);
         let check = tokio::task::spawn_blocking(move || {
             verify_spool(&path, &endpoint, trailer, read_revision)
         });
-        tokio::select! {
-            joined = check => joined.unwrap_or_else(|e| Err(BackupError::Verify {
-                endpoint: source.endpoint.clone(),
-                reason: format!("the check stopped unexpectedly: {e}"),
-            })),
-            () = opts.cancel.cancelled() => Err(BackupError::Cancelled),
+        async {
+            check.await.unwrap_or_else(|e| {
+                Err(BackupError::Verify {
+                    endpoint: source.endpoint.clone(),
+                    reason: format!("the check stopped unexpectedly: {e}"),
+                })
+            })
         }
     };
-    let status = match checked {
-        Ok(s) => s,
-        Err(e) => {
-            abort(&mut writer, opts).await;
-            return Err(fail(e, &spool, repo, (&id, &key), Wrote::Nothing).await);
-        }
-    };
-    if opts.cancel.is_cancelled() {
-        abort(&mut writer, opts).await;
-        return Err(fail(
-            BackupError::Cancelled,
-            &spool,
-            repo,
-            (&id, &key),
-            Wrote::Nothing,
-        )
-        .await);
-    }
-    if let Err(e) = writer.finish().await {
-        let err = BackupError::Upload {
+    let complete = async {
+        writer.finish().await.map_err(|e| BackupError::Upload {
             url: repo.url().to_owned(),
             key: key.clone(),
             reason: explain(&e),
-        };
-        return Err(fail(err, &spool, repo, (&id, &key), Wrote::Data).await);
-    }
+        })?;
+        repo.sync(&key).await.map_err(BackupError::from)
+    };
+    let (checked, completed) = tokio::select! {
+        (c, d) = async { tokio::join!(check, complete) } => (c, Some(d)),
+        () = opts.cancel.cancelled() => (Err(BackupError::Cancelled), None),
+    };
+    tracing::debug!(id = %id, secs = t0.elapsed().as_secs_f64(), "spool checked, data object stored");
+    let open_upload = completed.is_none();
+    // Report the first cause: the check, then the upload; cancelled counts as failed.
+    let failure = match (checked, completed) {
+        (Ok(s), Some(Ok(()))) if !opts.cancel.is_cancelled() => Ok(s),
+        (Ok(_), Some(Ok(()))) => Err(BackupError::Cancelled),
+        (Err(e), _) | (Ok(_), Some(Err(e))) => Err(e),
+        (Ok(_), None) => Err(BackupError::Cancelled),
+    };
+    let status = match failure {
+        Ok(s) => s,
+        Err(e) => {
+            if open_upload {
+                // Cut off while completing: the upload may still be open.
+                abort(&mut writer, opts).await;
+            }
+            // The object may have been completed: delete it (harmless when it was not).
+            return Err(fail(e, &spool, repo, (&id, &key), Wrote::Data).await);
+        }
+    };
     let finished = chrono::Utc::now();
     let manifest = Manifest {
         format: manifest::FORMAT,
@@ -290,9 +302,6 @@ pub async fn run(
         },
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
-    if let Err(e) = repo.sync(&key).await {
-        return Err(fail(e.into(), &spool, repo, (&id, &key), Wrote::Data).await);
-    }
     // A failed manifest write may still have stored it (a lost reply, a failed fsync):
     // everything this run wrote is removed, manifest first.
     if let Err(e) = repo.put_manifest(&manifest).await {

@@ -22,6 +22,7 @@
 
 pub mod etcd;
 pub mod faulty_proxy;
+pub mod h2_tamper;
 pub mod lifeboat;
 pub mod partition;
 pub mod process;
