@@ -11,6 +11,8 @@
 //!   (identities).
 //! - [`fetch`] brings a backup back as a plain snapshot file and checks it (`verify`,
 //!   `fetch`).
+//! - [`changes`] is the change log for point-in-time recovery: segments of every
+//!   revision after a full backup (format and, as it grows, recording and replay).
 //! - [`snapshot`] reads a snapshot *file* offline (bbolt pages, status figures, key
 //!   inventory); backups are verified with it.
 //! - [`cli`], [`output`] and [`progress`] are the command line: definitions, what is
@@ -22,6 +24,7 @@
 //!   nothing else here, so no two modules are tied into a loop through them.
 
 pub mod backup;
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -1,0 +1,10 @@
+//! The change log for point-in-time recovery (issue 10): every revision after a full
+//! backup, recorded from a watch of the whole keyspace into segments in the same storage,
+//! and replayed onto a restored backup to reach any revision or second.
+//!
+//! - [`segment`]: the records of a segment and their byte encoding (storage format 2).
+//!
+//! Recording, the segment index in storage and the replay build on it (see
+//! docs/storage-format.md, "Change log").
+
+pub mod segment;
