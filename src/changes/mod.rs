@@ -3,8 +3,12 @@
 //! and replayed onto a restored backup to reach any revision or second.
 //!
 //! - [`segment`]: the records of a segment and their byte encoding (storage format 2).
+//! - [`convert`]: watch responses into whole revisions (fragments put back together).
 //!
 //! Recording, the segment index in storage and the replay build on it (see
 //! docs/storage-format.md, "Change log").
 
+pub mod convert;
+pub mod recorder;
 pub mod segment;
+pub mod store;

@@ -70,7 +70,9 @@ impl Record {
     pub fn encoded_len(&self) -> usize {
         match self {
             Record::Revision { events, .. } => {
-                1 + 8 + 8 + 4
+                1 + 8
+                    + 8
+                    + 4
                     + events
                         .iter()
                         .map(|e| 1 + 8 * 4 + 4 + e.key.len() + 4 + e.value.len())
@@ -277,7 +279,10 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, Malformed> {
                     let kind = match r.u8("an event type")? {
                         0 => EventKind::Put,
                         1 => EventKind::Delete,
-                        t => return r.fail(format!("event type {t} is neither put (0) nor delete (1)")),
+                        t => {
+                            return r
+                                .fail(format!("event type {t} is neither put (0) nor delete (1)"));
+                        }
                     };
                     let create_revision = r.i64("a create revision")?;
                     let mod_revision = r.i64("a mod revision")?;

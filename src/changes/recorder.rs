@@ -1,0 +1,279 @@
+//! The recorder: one watch of the whole keyspace from the revision after the chain's
+//! last durable one, every revision checked for contiguity, flushed as segments.
+//!
+//! It runs only while its daemon leads (the caller cancels it when the term ends) and
+//! stops writing at once then: what it had not flushed is recorded again by the next
+//! leader, which continues from the last durable revision in storage. It never skips a
+//! revision: a gap, a compaction that overtook it, or more unflushed bytes than it may
+//! hold while the storage is away end the chain with a [`Break`], and the caller starts a
+//! new chain from a new full backup.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, WatchOptions};
+use tokio_util::sync::CancellationToken;
+
+use super::convert::{self, Assembler, Response};
+use super::segment::{EventKind, Record};
+use super::store::{self, ChainWriter};
+use crate::repository::Repository;
+
+/// How the recorder flushes and how much it may hold.
+#[derive(Debug, Clone)]
+pub struct RecorderOptions {
+    /// A segment is written at most this long after the revision it holds was seen.
+    pub flush_interval: Duration,
+    /// A segment is written when its records reach this many bytes, whatever the time.
+    pub max_segment_bytes: usize,
+    /// With no writes, a segment of marks only (mapping the quiet time to the revision)
+    /// is written this often.
+    pub quiet_interval: Duration,
+    /// Unflushed bytes allowed while the storage does not answer; beyond, the chain breaks.
+    pub max_buffer_bytes: usize,
+}
+
+impl Default for RecorderOptions {
+    fn default() -> Self {
+        RecorderOptions {
+            flush_interval: Duration::from_secs(1),
+            max_segment_bytes: 8 << 20,
+            quiet_interval: Duration::from_secs(30),
+            max_buffer_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Why a chain ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Break {
+    #[error(
+        "compaction at revision {compact_revision} overtook the recorder at revision {position}: revisions after {position} are lost to the change log"
+    )]
+    Compacted {
+        position: i64,
+        compact_revision: i64,
+    },
+    #[error("revision {got} arrived where {expected} was due: the watch lost revisions")]
+    Gap { expected: i64, got: i64 },
+    #[error(
+        "the cluster reports revision {reported} as delivered, the recorder saw up to {position}: the watch lost revisions"
+    )]
+    Behind { position: i64, reported: i64 },
+    #[error(
+        "{bytes} bytes of changes could not be stored (limit {limit}): the storage was away too long"
+    )]
+    Buffer { bytes: usize, limit: usize },
+    #[error("the watch ended: {0}")]
+    Watch(String),
+}
+
+/// What the recorder tells its daemon (metrics and `/readyz`).
+pub trait Observer: Send + Sync {
+    /// A segment up to `revision` is durable; `seen_ms` is when its last record was seen.
+    fn durable(&self, revision: i64, seen_ms: i64, flush_seconds: f64);
+    /// A flush failed (it is retried).
+    fn flush_failed(&self);
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Where a recording starts.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// The chain's last durable revision; the watch starts after it.
+    pub position: i64,
+    /// The version of the member watched (whether its progress notifications are ordered).
+    pub etcd_version: String,
+}
+
+/// Records until `cancel` (then returns `Ok(position)`, the last revision durable) or a
+/// break.
+pub async fn record(
+    client: &mut Client,
+    (repo, chain): (&Repository, &ChainWriter),
+    resume: Resume,
+    opts: &RecorderOptions,
+    observer: Arc<dyn Observer>,
+    cancel: CancellationToken,
+) -> Result<i64, Break> {
+    let ordered = convert::ordered_progress(&resume.etcd_version);
+    let position = resume.position;
+    // One revision can be very large (a DeleteRange or a lease revoke over many keys).
+    let mut watch = client.watch_client().max_decoding_message_size(usize::MAX);
+    let options = WatchOptions::new()
+        .with_all_keys()
+        .with_start_revision(position + 1)
+        .with_progress_notify()
+        .with_fragment();
+    let mut stream = tokio::select! {
+        s = watch.watch("", Some(options)) => s.map_err(|e| Break::Watch(crate::etcd::describe(&e)))?,
+        () = cancel.cancelled() => return Ok(position),
+    };
+    let mut st = State {
+        durable: position,
+        position,
+        pending: Vec::new(),
+        pending_bytes: 0,
+        has_revisions: false,
+        first_pending: None,
+        last_flush: Instant::now(),
+        known_leases: HashSet::new(),
+    };
+    let mut assembler = Assembler::default();
+    let mut tick = tokio::time::interval(opts.flush_interval.min(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(st.durable),
+            msg = stream.message() => {
+                let resp = match msg {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Err(Break::Watch("the server closed the watch".into())),
+                    Err(e) => return Err(Break::Watch(crate::etcd::describe(&e))),
+                };
+                match convert::classify(&resp).map_err(Break::Watch)? {
+                    Response::Created => {}
+                    Response::Compacted { compact_revision } => {
+                        return Err(Break::Compacted { position: st.position, compact_revision });
+                    }
+                    Response::Cancelled { reason } => {
+                        return Err(Break::Watch(format!("cancelled by the server: {reason}")));
+                    }
+                    Response::Progress { revision } => {
+                        if revision > st.position && assembler.pending() == 0 {
+                            if ordered {
+                                return Err(Break::Behind { position: st.position, reported: revision });
+                            }
+                            // Before 3.4.25/3.5.8 a requested progress may overtake
+                            // queued events: a hint, not proof.
+                        } else {
+                            st.mark(now_ms());
+                        }
+                    }
+                    Response::Events { events, fragment } => {
+                        for (revision, events) in assembler.push(events, fragment) {
+                            if revision != st.position + 1 {
+                                return Err(Break::Gap { expected: st.position + 1, got: revision });
+                            }
+                            let seen_ms = now_ms();
+                            for lease in events.iter().filter(|e| e.kind == EventKind::Put && e.lease != 0).map(|e| e.lease).collect::<Vec<_>>() {
+                                if st.known_leases.insert(lease) {
+                                    let granted_ttl = match client.lease_time_to_live(lease, None).await {
+                                        Ok(r) => r.granted_ttl(),
+                                        Err(e) => {
+                                            tracing::warn!(lease, error = %crate::etcd::describe(&e), "could not read a lease's TTL; recorded as unknown");
+                                            -1
+                                        }
+                                    };
+                                    st.push(Record::Lease { id: lease, granted_ttl, seen_ms });
+                                }
+                            }
+                            st.push(Record::Revision { revision, seen_ms, events });
+                            st.position = revision;
+                            st.has_revisions = true;
+                        }
+                    }
+                }
+                if st.pending_bytes >= opts.max_segment_bytes {
+                    st.flush(repo, chain, opts, &*observer).await?;
+                }
+            }
+            _ = tick.tick() => {
+                let due = if st.has_revisions {
+                    st.first_pending.is_some_and(|t| t.elapsed() >= opts.flush_interval)
+                } else {
+                    st.last_flush.elapsed() >= opts.quiet_interval
+                };
+                if due {
+                    st.flush(repo, chain, opts, &*observer).await?;
+                } else if !st.has_revisions && ordered {
+                    // Ask where the cluster is, so quiet time maps to a revision.
+                    if let Err(e) = stream.request_progress().await {
+                        return Err(Break::Watch(crate::etcd::describe(&e)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct State {
+    /// The last revision in a committed segment.
+    durable: i64,
+    /// The last revision received whole.
+    position: i64,
+    pending: Vec<Record>,
+    pending_bytes: usize,
+    has_revisions: bool,
+    /// When the oldest unflushed record was added.
+    first_pending: Option<Instant>,
+    last_flush: Instant,
+    known_leases: HashSet<i64>,
+}
+
+impl State {
+    fn push(&mut self, r: Record) {
+        self.pending_bytes += r.encoded_len();
+        self.pending.push(r);
+        self.first_pending.get_or_insert_with(Instant::now);
+    }
+
+    /// A mark for the current position; consecutive marks keep only the newest.
+    fn mark(&mut self, seen_ms: i64) {
+        let mark = Record::Mark {
+            seen_ms,
+            revision: self.position,
+        };
+        if let Some(last @ Record::Mark { .. }) = self.pending.last_mut() {
+            *last = mark;
+            return;
+        }
+        self.push(mark);
+    }
+
+    async fn flush(
+        &mut self,
+        repo: &Repository,
+        chain: &ChainWriter,
+        opts: &RecorderOptions,
+        observer: &dyn Observer,
+    ) -> Result<(), Break> {
+        if !self.has_revisions {
+            // Quiet: a segment of one mark at the current position.
+            self.mark(now_ms());
+        }
+        let t0 = Instant::now();
+        match store::put_segment(repo, chain, (self.durable, self.position), &self.pending).await {
+            Ok(w) => {
+                self.durable = self.position;
+                observer.durable(
+                    self.position,
+                    w.manifest.last_seen_ms,
+                    t0.elapsed().as_secs_f64(),
+                );
+                self.pending.clear();
+                self.pending_bytes = 0;
+                self.has_revisions = false;
+                self.first_pending = None;
+                self.last_flush = Instant::now();
+                Ok(())
+            }
+            Err(e) => {
+                observer.flush_failed();
+                tracing::warn!(error = %e, unflushed_bytes = self.pending_bytes, "could not store a change-log segment; keeping it and retrying");
+                if self.pending_bytes > opts.max_buffer_bytes {
+                    return Err(Break::Buffer {
+                        bytes: self.pending_bytes,
+                        limit: opts.max_buffer_bytes,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+}
