@@ -496,7 +496,45 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
             Duration::from_secs(60),
         )?,
         identities: identities(&IdentityArgs { identity: None }, config)?,
+        changes: changes_options(&config.changes)?,
     })
+}
+
+/// `[changes]`: `None` unless enabled.
+fn changes_options(
+    c: &crate::config::ChangesConfig,
+) -> Result<Option<crate::changes::recorder::RecorderOptions>, Failure> {
+    if !c.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    let d = crate::changes::recorder::RecorderOptions::default();
+    let o = crate::changes::recorder::RecorderOptions {
+        flush_interval: config_duration(
+            "[changes] flush-interval",
+            c.flush_interval.as_deref(),
+            d.flush_interval,
+        )?,
+        quiet_interval: config_duration(
+            "[changes] quiet-interval",
+            c.quiet_interval.as_deref(),
+            d.quiet_interval,
+        )?,
+        max_segment_bytes: c.max_segment_bytes.unwrap_or(d.max_segment_bytes),
+        max_buffer_bytes: c.max_buffer_bytes.unwrap_or(d.max_buffer_bytes),
+    };
+    if o.flush_interval.is_zero() || o.quiet_interval < o.flush_interval {
+        return Err(Failure::Usage(
+            "[changes] flush-interval must be more than 0 and quiet-interval at least as long"
+                .into(),
+        ));
+    }
+    if o.max_segment_bytes < 4096 || o.max_buffer_bytes < o.max_segment_bytes {
+        return Err(Failure::Usage(
+            "[changes] max-segment-bytes must be at least 4096 and max-buffer-bytes at least as large"
+                .into(),
+        ));
+    }
+    Ok(Some(o))
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

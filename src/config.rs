@@ -30,6 +30,25 @@ pub struct Config {
     pub drill: DrillConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub changes: ChangesConfig,
+}
+
+/// The change log for point-in-time recovery, recorded by the daemon that leads.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ChangesConfig {
+    /// Record every revision between full backups (default false).
+    pub enabled: Option<bool>,
+    /// How long a revision may wait before its segment is written (default 1s).
+    pub flush_interval: Option<String>,
+    /// A segment is written when it holds this many bytes (default 8 MiB).
+    pub max_segment_bytes: Option<usize>,
+    /// With no writes, a marks-only segment is written this often (default 30s).
+    pub quiet_interval: Option<String>,
+    /// Unstored changes held while the storage is away; beyond it the chain breaks
+    /// (default 256 MiB).
+    pub max_buffer_bytes: Option<usize>,
 }
 
 /// The daemon's scheduled restore drill (`lifeboat restore drill` on the newest backup).

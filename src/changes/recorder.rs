@@ -180,7 +180,11 @@ pub async fn record(
                     }
                 }
                 if st.pending_bytes >= opts.max_segment_bytes {
-                    st.flush(repo, chain, opts, &*observer).await?;
+                    match st.flush((repo, chain), opts, &*observer, &cancel).await {
+                        Ok(()) => {}
+                        Err(None) => return Ok(st.durable),
+                        Err(Some(b)) => return Err(b),
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -190,7 +194,11 @@ pub async fn record(
                     st.last_flush.elapsed() >= opts.quiet_interval
                 };
                 if due {
-                    st.flush(repo, chain, opts, &*observer).await?;
+                    match st.flush((repo, chain), opts, &*observer, &cancel).await {
+                        Ok(()) => {}
+                        Err(None) => return Ok(st.durable),
+                        Err(Some(b)) => return Err(b),
+                    }
                 } else if !st.has_revisions && ordered {
                     // Ask where the cluster is, so quiet time maps to a revision.
                     if let Err(e) = stream.request_progress().await {
@@ -236,19 +244,27 @@ impl State {
         self.push(mark);
     }
 
+    /// Writes what is pending. `Err(None)`: cancelled while writing.
     async fn flush(
         &mut self,
-        repo: &Repository,
-        chain: &ChainWriter,
+        (repo, chain): (&Repository, &ChainWriter),
         opts: &RecorderOptions,
         observer: &dyn Observer,
-    ) -> Result<(), Break> {
+        cancel: &CancellationToken,
+    ) -> Result<(), Option<Break>> {
         if !self.has_revisions {
             // Quiet: a segment of one mark at the current position.
             self.mark(now_ms());
         }
         let t0 = Instant::now();
-        match store::put_segment(repo, chain, (self.durable, self.position), &self.pending).await {
+        let put = store::put_segment(repo, chain, (self.durable, self.position), &self.pending);
+        // Losing the lead stops writing at once: the next leader continues from what is
+        // durable (an interrupted put may land; readers accept overlaps that agree).
+        let result = tokio::select! {
+            r = put => r,
+            () = cancel.cancelled() => return Err(None),
+        };
+        match result {
             Ok(w) => {
                 self.durable = self.position;
                 observer.durable(
@@ -267,10 +283,10 @@ impl State {
                 observer.flush_failed();
                 tracing::warn!(error = %e, unflushed_bytes = self.pending_bytes, "could not store a change-log segment; keeping it and retrying");
                 if self.pending_bytes > opts.max_buffer_bytes {
-                    return Err(Break::Buffer {
+                    return Err(Some(Break::Buffer {
                         bytes: self.pending_bytes,
                         limit: opts.max_buffer_bytes,
-                    });
+                    }));
                 }
                 Ok(())
             }

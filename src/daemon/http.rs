@@ -72,6 +72,14 @@ fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
 /// Ready while the newest backup in storage is younger than max-age.
 pub fn readiness(shared: &Shared, now: chrono::DateTime<chrono::Utc>) -> (StatusCode, String) {
     let max = shared.max_age.as_secs_f64();
+    if let Some(reason) = shared.metrics.changes().and_then(|c| c.broken) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: the change log is broken ({reason}); a new chain starts from a new full backup\n"
+            ),
+        );
+    }
     match shared.metrics.newest() {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -53,12 +53,44 @@ struct Data {
     drill_last_duration: f64,
     storage_backups: Option<usize>,
     storage_newest: Option<Newest>,
+    changes: Option<Changes>,
+}
+
+/// The change log's state, when it is enabled.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub recording: bool,
+    pub durable_revision: i64,
+    /// When the last durable record was seen (ms since the epoch); 0: none yet.
+    pub durable_seen_ms: i64,
+    pub flush_seconds: f64,
+    pub flushes_total: u64,
+    pub flush_failures_total: u64,
+    pub chain_breaks_total: u64,
+    /// Why the chain is broken, until a new one runs.
+    pub broken: Option<String>,
 }
 
 /// Shared by the jobs (which record) and the HTTP endpoint (which reads).
 #[derive(Debug, Default)]
 pub struct Metrics {
     data: Mutex<Data>,
+}
+
+impl crate::changes::recorder::Observer for Metrics {
+    fn durable(&self, revision: i64, seen_ms: i64, flush_seconds: f64) {
+        self.with_changes(|c| {
+            c.durable_revision = revision;
+            if seen_ms > 0 {
+                c.durable_seen_ms = seen_ms;
+            }
+            c.flush_seconds = flush_seconds;
+            c.flushes_total += 1;
+        });
+    }
+    fn flush_failed(&self) {
+        self.with_changes(|c| c.flush_failures_total += 1);
+    }
 }
 
 impl Metrics {
@@ -136,6 +168,21 @@ impl Metrics {
         });
     }
 
+    /// The change log is enabled: its metrics are rendered and `/readyz` looks at it.
+    pub fn changes_enabled(&self) {
+        self.with(|d| {
+            d.changes.get_or_insert_with(Changes::default);
+        });
+    }
+
+    pub fn changes(&self) -> Option<Changes> {
+        self.with(|d| d.changes.clone())
+    }
+
+    pub fn with_changes(&self, f: impl FnOnce(&mut Changes)) {
+        self.with(|d| f(d.changes.get_or_insert_with(Changes::default)));
+    }
+
     pub fn newest(&self) -> Option<Newest> {
         self.with(|d| d.storage_newest.clone())
     }
@@ -183,6 +230,21 @@ impl Metrics {
             counter("lifeboat_backup_retries_total", "Retries of failed backups.", None, d.retries_total);
             counter("lifeboat_skipped_ticks_total", "Ticks skipped because the previous run of the job was still going.", Some(("task", &["backup", "verify", "drill"], &d.skipped)), 0);
             counter("lifeboat_prune_deleted_total", "Objects deleted by prune: whole backups, and leftovers of failed runs.", Some(("kind", &["backup", "leftover"], &d.pruned)), 0);
+            if let Some(c) = &d.changes {
+                let age = if c.durable_seen_ms > 0 {
+                    format!("{:.3}", ((now.timestamp_millis() - c.durable_seen_ms).max(0)) as f64 / 1000.0)
+                } else {
+                    "0".into()
+                };
+                let _ = writeln!(out, "# HELP lifeboat_changes_recording 1 if this instance records the change log now.\n# TYPE lifeboat_changes_recording gauge\nlifeboat_changes_recording {}", u8::from(c.recording));
+                let _ = writeln!(out, "# HELP lifeboat_changes_durable_revision The last revision durable in the change log.\n# TYPE lifeboat_changes_durable_revision gauge\nlifeboat_changes_durable_revision {}", c.durable_revision);
+                let _ = writeln!(out, "# HELP lifeboat_changes_durable_age_seconds Age of the last durable record of the change log: the current RPO (0 before the first).\n# TYPE lifeboat_changes_durable_age_seconds gauge\nlifeboat_changes_durable_age_seconds {age}");
+                let _ = writeln!(out, "# HELP lifeboat_changes_flush_seconds Duration of the last segment write.\n# TYPE lifeboat_changes_flush_seconds gauge\nlifeboat_changes_flush_seconds {:.3}", c.flush_seconds);
+                let _ = writeln!(out, "# HELP lifeboat_changes_broken 1 while the change log is broken and no new chain runs yet.\n# TYPE lifeboat_changes_broken gauge\nlifeboat_changes_broken {}", u8::from(c.broken.is_some()));
+                let _ = writeln!(out, "# HELP lifeboat_changes_segments_total Segments written by this instance.\n# TYPE lifeboat_changes_segments_total counter\nlifeboat_changes_segments_total {}", c.flushes_total);
+                let _ = writeln!(out, "# HELP lifeboat_changes_flush_failures_total Failed segment writes (retried).\n# TYPE lifeboat_changes_flush_failures_total counter\nlifeboat_changes_flush_failures_total {}", c.flush_failures_total);
+                let _ = writeln!(out, "# HELP lifeboat_changes_chain_breaks_total Chains of the change log that broke (a gap, a compaction past the recorder, a storage outage too long).\n# TYPE lifeboat_changes_chain_breaks_total counter\nlifeboat_changes_chain_breaks_total {}", c.chain_breaks_total);
+            }
             let _ = writeln!(out, "# HELP lifeboat_build_info The lifeboat version.\n# TYPE lifeboat_build_info gauge\nlifeboat_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
             out
         })

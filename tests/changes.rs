@@ -1,0 +1,395 @@
+//! The change log (issue 10), recorded by a real `lifeboat daemon` from a real etcd into
+//! real storage: every revision after the full backup, whole and in order, with its
+//! leases; a compaction that overtakes a stopped recorder breaks the chain, and the
+//! daemon starts a new one from a new full backup.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_lifeboat::changes::segment::{EventKind, Record};
+use etcd_lifeboat::changes::store::{self, Listed};
+use etcd_lifeboat::repository::Repository;
+use support::daemon::Daemon;
+use support::etcd::Cluster;
+use support::lifeboat::{http_get, list_json};
+use support::tools::EtcdVersion;
+use support::workload;
+
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn config(cluster: &Cluster, storage: &str, spool: &std::path::Path) -> String {
+    let endpoints: Vec<String> = cluster
+        .endpoints()
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect();
+    format!(
+        "[etcd]\nendpoints = [{}]\n[storage]\nurl = \"{storage}\"\n\
+         [backup]\nschedule = \"0 0 0 1 1 *\"\nspool-dir = \"{}\"\n\
+         [changes]\nenabled = true\nflush-interval = \"1s\"\nquiet-interval = \"5s\"\n\
+         [daemon]\nleader-election = false\n",
+        endpoints.join(", "),
+        spool.display()
+    )
+}
+
+/// A writer with every kind of change: puts, overwrites, deletes, multi-op
+/// transactions, a DeleteRange of 1000 keys in one revision, a 1 MiB value, and keys on
+/// 2-second leases that expire on their own. Returns the lease ids.
+async fn write_everything(c: &mut Client) -> Vec<i64> {
+    for i in 0..50 {
+        c.put(format!("/registry/pods/ns/p{i}"), vec![b'a'; 100 + i], None)
+            .await
+            .expect("put");
+    }
+    for i in 0..20 {
+        c.put(
+            format!("/registry/pods/ns/p{i}"),
+            b"rewritten".to_vec(),
+            None,
+        )
+        .await
+        .expect("overwrite");
+    }
+    for i in 20..30 {
+        c.delete(format!("/registry/pods/ns/p{i}"), None)
+            .await
+            .expect("delete");
+    }
+    let txn = Txn::new().and_then(vec![
+        TxnOp::put("/registry/cm/a", "1", None),
+        TxnOp::put("/registry/cm/b", "2", None),
+        TxnOp::delete("/registry/pods/ns/p40", None),
+    ]);
+    c.txn(txn).await.expect("txn");
+    for chunk in 0..10 {
+        let ops: Vec<TxnOp> = (0..100)
+            .map(|i| {
+                TxnOp::put(
+                    format!("/registry/events/e{:04}", chunk * 100 + i),
+                    "ev",
+                    None,
+                )
+            })
+            .collect();
+        c.txn(Txn::new().and_then(ops)).await.expect("bulk txn");
+    }
+    c.delete(
+        "/registry/events/",
+        Some(DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .expect("delete range");
+    c.put("/registry/secrets/big", vec![7u8; 1 << 20], None)
+        .await
+        .expect("1 MiB value");
+    let mut leases = Vec::new();
+    for l in 0..3 {
+        let lease = c.lease_grant(2, None).await.expect("grant").id();
+        leases.push(lease);
+        for k in 0..5 {
+            c.put(
+                format!("/registry/leases/l{l}/k{k}"),
+                "x",
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .expect("put on lease");
+        }
+    }
+    // The leases expire on their own: one revision per lease, a delete per key.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    leases
+}
+
+/// Every revision in (from, to], as an independent watch delivers it.
+async fn reference(
+    c: &mut Client,
+    from: i64,
+    to: i64,
+) -> Vec<(i64, Vec<(EventKind, Vec<u8>, Vec<u8>, i64, i64, i64, i64)>)> {
+    let mut wc = c.watch_client().max_decoding_message_size(64 << 20);
+    let mut stream = wc
+        .watch(
+            "",
+            Some(
+                WatchOptions::new()
+                    .with_all_keys()
+                    .with_start_revision(from + 1),
+            ),
+        )
+        .await
+        .expect("watch");
+    let mut out: Vec<(i64, Vec<_>)> = Vec::new();
+    while out.last().is_none_or(|(r, _)| *r < to) {
+        let resp = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the reference watch stalled")
+            .expect("watch error")
+            .expect("watch ended");
+        for ev in resp.events() {
+            let kv = ev.kv().expect("kv");
+            let kind = if ev.0.r#type == 0 {
+                EventKind::Put
+            } else {
+                EventKind::Delete
+            };
+            let e = (
+                kind,
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+                kv.lease(),
+            );
+            match out.last_mut() {
+                Some((r, evs)) if *r == kv.mod_revision() => evs.push(e),
+                _ => out.push((kv.mod_revision(), vec![e])),
+            }
+        }
+    }
+    out
+}
+
+/// The chains in storage: chain id → its segments' records in order.
+async fn recorded(storage: &str) -> HashMap<String, Vec<(i64, i64, Vec<Record>)>> {
+    let repo = Repository::open(storage, &HashMap::new(), "default").expect("open storage");
+    let mut chains: HashMap<String, Vec<(i64, i64, Vec<Record>)>> = HashMap::new();
+    for l in store::list_segments(&repo, None)
+        .await
+        .expect("list segments")
+    {
+        let m = match l {
+            Listed::Segment(m) => m,
+            Listed::Refused { key, reason } => panic!("refused {key}: {reason}"),
+        };
+        let records = store::read_segment(&repo, &m, None)
+            .await
+            .expect("read segment");
+        chains
+            .entry(m.chain.clone())
+            .or_default()
+            .push((m.from_revision, m.to_revision, records));
+    }
+    chains
+}
+
+fn recording_check(version: EtcdVersion) {
+    let cluster = Cluster::start(version, 1);
+    let rt = support::runtime();
+    let mut c = rt.block_on(workload::connect(&cluster));
+    rt.block_on(async {
+        for i in 0..20 {
+            c.put(format!("/registry/before/{i}"), "x", None)
+                .await
+                .expect("put");
+        }
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("backups").display());
+    let daemon = Daemon::start(
+        dir.path(),
+        "d",
+        &config(&cluster, &storage, dir.path()),
+        &[],
+    );
+    // No backup yet: the recorder takes one first, then records from its revision.
+    wait_until(
+        Duration::from_secs(60),
+        "the first backup and the chain",
+        || {
+            daemon.metric("lifeboat_changes_recording") == 1.0
+                && list_json(&storage, &[]).len() == 1
+        },
+    );
+    let backups = list_json(&storage, &[]);
+    let base = backups[0]["revision"].as_i64().expect("revision");
+    let base_id = backups[0]["id"].as_str().expect("id").to_owned();
+    let leases = rt.block_on(write_everything(&mut c));
+    let last = rt.block_on(async {
+        c.get("/", Some(GetOptions::new().with_count_only()))
+            .await
+            .expect("get")
+            .header()
+            .expect("header")
+            .revision()
+    });
+    assert!(
+        last > base + 100,
+        "the writer made {} revisions",
+        last - base
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the change log to reach the last revision",
+        || daemon.metric("lifeboat_changes_durable_revision") >= last as f64,
+    );
+    let want = rt.block_on(reference(&mut c, base, last));
+    let chains = rt.block_on(recorded(&storage));
+    assert_eq!(chains.len(), 1, "one chain: {:?}", chains.keys());
+    let segments = &chains[&base_id];
+    // The segments tile (base, last] without gaps or overlaps.
+    let mut at = base;
+    let mut got = Vec::new();
+    let mut lease_ttls = HashMap::new();
+    for (from, to, records) in segments {
+        assert_eq!(*from, at, "segment ({from}, {to}] after revision {at}");
+        at = *to;
+        for r in records {
+            match r {
+                Record::Revision {
+                    revision, events, ..
+                } => got.push((
+                    *revision,
+                    events
+                        .iter()
+                        .map(|e| {
+                            (
+                                e.kind,
+                                e.key.clone(),
+                                e.value.clone(),
+                                e.create_revision,
+                                e.mod_revision,
+                                e.version,
+                                e.lease,
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                Record::Lease {
+                    id, granted_ttl, ..
+                } => {
+                    lease_ttls.insert(*id, *granted_ttl);
+                }
+                Record::Mark { .. } => {}
+            }
+        }
+    }
+    assert!(at >= last, "recorded up to {at}, the cluster is at {last}");
+    let got: Vec<_> = got.into_iter().filter(|(r, _)| *r <= last).collect();
+    assert_eq!(got.len(), want.len(), "revisions recorded vs. watched");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "revision {} differs", w.0);
+    }
+    // The DeleteRange of 1000 keys is one revision; each lease expiry one more.
+    assert!(
+        got.iter()
+            .any(|(_, evs)| evs.len() == 1000 && evs.iter().all(|e| e.0 == EventKind::Delete))
+    );
+    for l in &leases {
+        assert_eq!(
+            lease_ttls.get(l),
+            Some(&2),
+            "lease {l} and its TTL: {lease_ttls:?}"
+        );
+    }
+    let metrics = daemon.metrics();
+    assert!(
+        metrics.contains("lifeboat_changes_chain_breaks_total 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        daemon.metric("lifeboat_changes_durable_age_seconds") < 10.0,
+        "{metrics}"
+    );
+    drop(daemon);
+}
+
+#[test]
+fn every_revision_is_recorded_3_5_30() {
+    recording_check(EtcdVersion::V3_5_30);
+}
+
+#[test]
+fn every_revision_is_recorded_3_4_23() {
+    recording_check(EtcdVersion::V3_4_23);
+}
+
+/// The recorder is stopped, the cluster compacted past its position, the recorder
+/// restarted: the break is detected and counted, /readyz says so until a new full backup
+/// starts a new chain, and the old chain ends where it ended.
+#[test]
+fn a_compaction_past_a_stopped_recorder_breaks_the_chain() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    let rt = support::runtime();
+    let mut c = rt.block_on(workload::connect(&cluster));
+    rt.block_on(async { c.put("/registry/a", "1", None).await.expect("put") });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("backups").display());
+    let cfg = config(&cluster, &storage, dir.path());
+    let first = Daemon::start(dir.path(), "d1", &cfg, &[]);
+    wait_until(Duration::from_secs(60), "recording", || {
+        first.metric("lifeboat_changes_recording") == 1.0
+    });
+    let mid = rt.block_on(async {
+        let mut r = 0;
+        for i in 0..10 {
+            r = c
+                .put(format!("/registry/b{i}"), "x", None)
+                .await
+                .expect("put")
+                .header()
+                .expect("h")
+                .revision();
+        }
+        r
+    });
+    wait_until(Duration::from_secs(30), "durable", || {
+        first.metric("lifeboat_changes_durable_revision") >= mid as f64
+    });
+    drop(first);
+    let compacted = rt.block_on(async {
+        let mut r = 0;
+        for i in 0..10 {
+            r = c
+                .put(format!("/registry/c{i}"), "x", None)
+                .await
+                .expect("put")
+                .header()
+                .expect("h")
+                .revision();
+        }
+        c.compact(r, None).await.expect("compact");
+        r
+    });
+    let second = Daemon::start(dir.path(), "d2", &cfg, &[]);
+    wait_until(Duration::from_secs(60), "the break and a new chain", || {
+        second.metric("lifeboat_changes_chain_breaks_total") >= 1.0
+            && second.metric("lifeboat_changes_broken") == 0.0
+            && second.metric("lifeboat_changes_recording") == 1.0
+    });
+    let log = second.log_text();
+    assert!(log.contains("overtook the recorder"), "{log}");
+    let chains = rt.block_on(recorded(&storage));
+    assert_eq!(
+        chains.len(),
+        2,
+        "the old chain and a new one: {:?}",
+        chains.keys()
+    );
+    let backups = list_json(&storage, &[]);
+    assert_eq!(backups.len(), 2, "a new full backup started the new chain");
+    let newest = backups[0]["revision"].as_i64().expect("revision");
+    assert!(
+        newest >= compacted,
+        "the new chain starts at {newest}, after the compaction at {compacted}"
+    );
+    let old = &chains[backups[1]["id"].as_str().expect("id")];
+    let old_end = old.iter().map(|(_, to, _)| *to).max().expect("segments");
+    assert!(
+        old_end >= mid && old_end < compacted,
+        "the old chain ends at {old_end}"
+    );
+    let (code, _) = http_get(second.port, "/readyz").expect("readyz");
+    assert_eq!(code, 200);
+}
