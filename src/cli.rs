@@ -224,8 +224,16 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Backup id, or `latest`.
-    pub id: String,
+    /// Backup id, or `latest`; not with --to-revision/--to-time, which choose the backup.
+    #[arg(required_unless_present_any = ["to_revision", "to_time"])]
+    pub id: Option<String>,
+    /// Restore to this revision: the newest full backup at or before it, with the change
+    /// log replayed up to it ([changes] in the daemon).
+    #[arg(long, value_name = "N", conflicts_with_all = ["id", "to_time"])]
+    pub to_revision: Option<i64>,
+    /// Restore to the last revision the change log saw at or before this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339", conflicts_with_all = ["id", "to_revision"])]
+    pub to_time: Option<String>,
     /// Where to write the snapshot file (never overwritten; written as FILE.part first).
     #[arg(long, short, value_name = "FILE")]
     pub out: PathBuf,
@@ -291,6 +299,8 @@ pub enum Failure {
     Usage(String),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("restore to a point: {0}")]
+    Replay(String),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
     #[error("restore stopped: {0}")]
@@ -588,10 +598,56 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             rt.block_on(fetch::verify(&repo, &m, &scratch, ids.as_ref()))?;
             output::verified(out, cli.write_out, &m).map_err(Failure::Output)
         }
+        Command::Fetch(args) if args.id.is_none() => {
+            let point = match (args.to_revision, &args.to_time) {
+                (Some(n), _) if n < 1 => {
+                    return Err(Failure::Usage(format!(
+                        "--to-revision {n}: revisions start at 1"
+                    )));
+                }
+                (Some(n), _) => crate::changes::replay::Point::Revision(n),
+                (None, Some(t)) => {
+                    let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
+                        Failure::Usage(format!("--to-time {t:?} is not an RFC 3339 time: {e}"))
+                    })?;
+                    crate::changes::replay::Point::TimeMs(at.timestamp_millis())
+                }
+                (None, None) => {
+                    return Err(Failure::Usage(
+                        "give a backup id, --to-revision or --to-time".into(),
+                    ));
+                }
+            };
+            let repo = open_repository(&args.storage, config)?;
+            let ids = identities(&args.identity, config)?;
+            let rt = runtime()?;
+            let plan = rt
+                .block_on(crate::changes::replay::plan(&repo, point, ids.as_deref()))
+                .map_err(Failure::Replay)?;
+            // The scratch member's binaries: as the drill's.
+            let d = restore::drill_options(&config.drill, config, None, None, None)?;
+            let o = crate::changes::replay::ReplayOptions {
+                etcd: d.etcd,
+                etcdutl: d.etcdutl,
+                scratch: d.scratch,
+                timeout: d.timeout,
+            };
+            let report = rt
+                .block_on(crate::changes::replay::replay(
+                    &repo,
+                    &plan,
+                    ids.as_ref(),
+                    &o,
+                    &args.out,
+                ))
+                .map_err(Failure::Replay)?;
+            output::replayed(out, cli.write_out, &report, &args.out).map_err(Failure::Output)
+        }
         Command::Fetch(args) => {
             let repo = open_repository(&args.storage, config)?;
             let rt = runtime()?;
-            let m = rt.block_on(repo.manifest(&args.id))?;
+            let id = args.id.as_deref().unwrap_or("latest");
+            let m = rt.block_on(repo.manifest(id))?;
             let ids = identities(&args.identity, config)?;
             rt.block_on(fetch::fetch(&repo, &m, &args.out, ids.as_ref()))?;
             output::fetched(out, cli.write_out, &m, &args.out).map_err(Failure::Output)

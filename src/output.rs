@@ -213,6 +213,41 @@ pub fn fetched(
     }
 }
 
+/// `lifeboat fetch --to-revision/--to-time`.
+pub fn replayed(
+    out: &mut dyn Write,
+    format: Format,
+    r: &crate::changes::replay::ReplayReport,
+    path: &std::path::Path,
+) -> io::Result<()> {
+    match format {
+        Format::Json => json_line(
+            out,
+            &serde_json::json!({
+                "path": path,
+                "revision": r.plan.to_revision,
+                "base": r.plan.base,
+                "base_revision": r.plan.base_revision,
+                "chain": r.plan.chain,
+                "segments": r.plan.segments,
+                "revisions_replayed": r.revisions,
+                "seconds": r.seconds,
+            }),
+        ),
+        _ => writeln!(
+            out,
+            "wrote {} (revision {}, verified): backup {} at revision {} and {} revisions of              the change log replayed in {:.1} s; restore it with `etcdutl snapshot restore {}`",
+            path.display(),
+            r.plan.to_revision,
+            r.plan.base,
+            r.plan.base_revision,
+            r.revisions,
+            r.seconds,
+            path.display()
+        ),
+    }
+}
+
 /// `lifeboat snapshot status`: etcdutl's output first, unchanged, then our own figures.
 pub fn status(out: &mut dyn Write, format: Format, s: &Status) -> io::Result<()> {
     let etcdutl_row = [

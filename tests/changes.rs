@@ -42,10 +42,29 @@ fn config(cluster: &Cluster, storage: &str, spool: &std::path::Path) -> String {
     )
 }
 
+/// Revisions worth restoring to, noted by the writer.
+#[derive(Debug, Default)]
+struct Points {
+    revisions: Vec<i64>,
+    /// A time with nothing written for a second either side, and the revision then.
+    quiet: Option<(chrono::DateTime<chrono::Utc>, i64)>,
+    leases: Vec<i64>,
+}
+
+async fn now_revision(c: &mut Client) -> i64 {
+    c.get("/", Some(GetOptions::new().with_count_only()))
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision()
+}
+
 /// A writer with every kind of change: puts, overwrites, deletes, multi-op
 /// transactions, a DeleteRange of 1000 keys in one revision, a 1 MiB value, and keys on
-/// 2-second leases that expire on their own. Returns the lease ids.
-async fn write_everything(c: &mut Client) -> Vec<i64> {
+/// 2-second leases that expire on their own.
+async fn write_everything(c: &mut Client) -> Points {
+    let mut p = Points::default();
     for i in 0..50 {
         c.put(format!("/registry/pods/ns/p{i}"), vec![b'a'; 100 + i], None)
             .await
@@ -71,6 +90,10 @@ async fn write_everything(c: &mut Client) -> Vec<i64> {
         TxnOp::delete("/registry/pods/ns/p40", None),
     ]);
     c.txn(txn).await.expect("txn");
+    p.revisions.push(now_revision(c).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    p.quiet = Some((chrono::Utc::now(), now_revision(c).await));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     for chunk in 0..10 {
         let ops: Vec<TxnOp> = (0..100)
             .map(|i| {
@@ -89,9 +112,11 @@ async fn write_everything(c: &mut Client) -> Vec<i64> {
     )
     .await
     .expect("delete range");
+    p.revisions.push(now_revision(c).await);
     c.put("/registry/secrets/big", vec![7u8; 1 << 20], None)
         .await
         .expect("1 MiB value");
+    p.revisions.push(now_revision(c).await);
     let mut leases = Vec::new();
     for l in 0..3 {
         let lease = c.lease_grant(2, None).await.expect("grant").id();
@@ -106,9 +131,100 @@ async fn write_everything(c: &mut Client) -> Vec<i64> {
             .expect("put on lease");
         }
     }
+    p.revisions.push(now_revision(c).await);
     // The leases expire on their own: one revision per lease, a delete per key.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    leases
+    p.revisions.push(now_revision(c).await);
+    p.leases = leases;
+    p
+}
+
+/// `etcdctl get "" --prefix -w json` (at `rev` when given): the kvs, and the header
+/// revision.
+fn kvs(version: EtcdVersion, endpoint: &str, rev: Option<i64>) -> (serde_json::Value, i64) {
+    let mut cmd = version.etcdctl_command();
+    cmd.args(["--endpoints", endpoint, "get", "", "--prefix", "-w", "json"]);
+    if let Some(r) = rev {
+        cmd.arg(format!("--rev={r}"));
+    }
+    let out = cmd.output().expect("etcdctl get");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let header = v["header"]["revision"].as_i64().expect("header revision");
+    (v["kvs"].clone(), header)
+}
+
+/// `lifeboat fetch --to-revision/--to-time`, then the file restored and compared key by
+/// key (value, create/mod revision, version, lease) with the original at `expect`.
+fn restore_to_point(
+    cluster: &Cluster,
+    storage: &str,
+    dir: &std::path::Path,
+    point: (&str, String),
+    expect: i64,
+) {
+    let cfg = dir.join("fetch.toml");
+    let tool = EtcdVersion::V3_5_30;
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\nurl = \"{storage}\"\n[drill]\netcd-binary = \"{}\"\netcdutl = \"{}\"\n",
+            tool.etcd().display(),
+            tool.etcdutl().expect("etcdutl").display()
+        ),
+    )
+    .expect("config");
+    let out = dir.join(format!(
+        "point-{}-{}.db",
+        point.0.trim_start_matches('-'),
+        expect
+    ));
+    let res = support::lifeboat::run(support::lifeboat::lifeboat(
+        &[
+            "fetch",
+            point.0,
+            &point.1,
+            "--out",
+            out.to_str().expect("utf-8"),
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "-w",
+            "json",
+        ],
+        &[],
+    ));
+    let stdout = support::lifeboat::text(&res.stdout);
+    assert!(
+        res.status.success(),
+        "fetch {} {}: {}",
+        point.0,
+        point.1,
+        support::lifeboat::text(&res.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json report");
+    assert_eq!(report["revision"].as_i64(), Some(expect), "{report}");
+    // A long election timeout keeps the snapshot's leases from expiring while we look.
+    let restored = support::restored::Restored::start_with_args(
+        tool,
+        &out,
+        &["--heartbeat-interval=500", "--election-timeout=10000"],
+    );
+    let (got, got_rev) = kvs(tool, &restored.endpoint, None);
+    let (want, _) = kvs(cluster.version(), &cluster.endpoints()[0], Some(expect));
+    assert_eq!(got_rev, expect, "the restored member's revision");
+    assert_eq!(
+        got.as_array().map(Vec::len),
+        want.as_array().map(Vec::len),
+        "keys at revision {expect}"
+    );
+    assert_eq!(
+        got, want,
+        "every key, value, create/mod revision, version and lease at {expect}"
+    );
 }
 
 /// Every revision in (from, to], as an independent watch delivers it.
@@ -215,15 +331,9 @@ fn recording_check(version: EtcdVersion) {
     let backups = list_json(&storage, &[]);
     let base = backups[0]["revision"].as_i64().expect("revision");
     let base_id = backups[0]["id"].as_str().expect("id").to_owned();
-    let leases = rt.block_on(write_everything(&mut c));
-    let last = rt.block_on(async {
-        c.get("/", Some(GetOptions::new().with_count_only()))
-            .await
-            .expect("get")
-            .header()
-            .expect("header")
-            .revision()
-    });
+    let points = rt.block_on(write_everything(&mut c));
+    let leases = points.leases.clone();
+    let last = rt.block_on(now_revision(&mut c));
     assert!(
         last > base + 100,
         "the writer made {} revisions",
@@ -302,6 +412,53 @@ fn recording_check(version: EtcdVersion) {
         daemon.metric("lifeboat_changes_durable_age_seconds") < 10.0,
         "{metrics}"
     );
+    // Restore to points across the run: right after the backup, after a multi-op txn,
+    // after the 1000-key DeleteRange, the 1 MiB value, with keys on leases, after the
+    // leases expired; and to a time.
+    let mut revisions = vec![base + 1];
+    revisions.extend(&points.revisions);
+    for r in revisions {
+        restore_to_point(
+            &cluster,
+            &storage,
+            dir.path(),
+            ("--to-revision", r.to_string()),
+            r,
+        );
+    }
+    let (t, rev_at_t) = points.quiet.expect("a quiet time");
+    restore_to_point(
+        &cluster,
+        &storage,
+        dir.path(),
+        (
+            "--to-time",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+        rev_at_t,
+    );
+    // Outside the log: refused, naming what can be restored.
+    let nowhere = dir.path().join("no.db");
+    let res = support::lifeboat::run(support::lifeboat::lifeboat(
+        &[
+            "fetch",
+            "--to-revision",
+            &(last + 1000).to_string(),
+            "--out",
+            nowhere.to_str().expect("utf-8"),
+            "--storage",
+            &storage,
+        ],
+        &[],
+    ));
+    let err = support::lifeboat::text(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not covered by the change log")
+            && err.contains("what can be restored: revisions"),
+        "{err}"
+    );
+    assert!(!nowhere.exists());
     drop(daemon);
 }
 

@@ -10,5 +10,6 @@
 
 pub mod convert;
 pub mod recorder;
+pub mod replay;
 pub mod segment;
 pub mod store;

@@ -36,13 +36,13 @@ pub struct DrillReport {
 }
 
 /// A scratch directory removed on drop (it holds only what the drill made).
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
     /// A new directory below `base` with an unpredictable name, made by this call alone
     /// (mkdtemp(3): mode 0700, `EEXIST` is never "fine"), so a directory or link someone
     /// else planted in a shared `/tmp` is never used.
-    fn create(base: &Path) -> Result<Scratch, String> {
+    pub(crate) fn create(base: &Path) -> Result<Scratch, String> {
         use std::os::unix::ffi::OsStrExt;
         let template = base.join("lifeboat-drill-XXXXXX");
         let mut bytes = template.as_os_str().as_bytes().to_vec();
@@ -71,7 +71,7 @@ impl Drop for Scratch {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -184,7 +184,7 @@ pub async fn drill(
     })
 }
 
-fn is_etcdctl(tool: &Path) -> bool {
+pub(crate) fn is_etcdctl(tool: &Path) -> bool {
     tool.file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("etcdctl"))
 }
@@ -239,7 +239,7 @@ async fn check(
     Ok((st.header_revision, count, hash))
 }
 
-fn log_tail(dir: &Path) -> String {
+pub(crate) fn log_tail(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")

@@ -18,6 +18,11 @@ pub struct Restored {
 impl Restored {
     /// Restores `snapshot` with `version`'s tool and starts `version`'s etcd on it.
     pub fn start(version: EtcdVersion, snapshot: &Path) -> Restored {
+        Self::start_with_args(version, snapshot, &[])
+    }
+
+    /// As [`Restored::start`], with more flags for etcd.
+    pub fn start_with_args(version: EtcdVersion, snapshot: &Path, extra: &[&str]) -> Restored {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let ports = free_ports(2);
@@ -53,6 +58,7 @@ impl Restored {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=restored={peer}"))
+            .args(extra)
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         let child = spawn_guarded(etcd).expect("start restored etcd");
