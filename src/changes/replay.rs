@@ -12,7 +12,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use super::segment::{EventKind, Record};
 use super::store::{self, Listed, SegmentManifest};
 use crate::encryption::Identities;
 use crate::repository::{Manifest, Repository};
-use crate::restore::drill::{Scratch, free_port, is_etcdctl, log_tail};
+use crate::restore::drill::{Scratch, ScratchMember, log_tail};
 
 /// The point to restore to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,57 +290,21 @@ pub async fn replay(
         .await
         .map_err(|e| e.to_string())?;
 
-    let (client_port, peer_port) = (free_port()?, free_port()?);
-    let client_url = format!("http://127.0.0.1:{client_port}");
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let data = dir.join("data");
-    let mut restore = tokio::process::Command::new(&o.etcdutl);
-    if is_etcdctl(&o.etcdutl) {
-        restore.env("ETCDCTL_API", "3");
-    }
-    let restored = restore
-        .args(["snapshot", "restore"])
-        .arg(&base_file)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--name", "replay", "--initial-cluster"])
-        .arg(format!("replay={peer_url}"))
-        .arg("--initial-advertise-peer-urls")
-        .arg(&peer_url)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {}: {e}", o.etcdutl.display()))?;
-    if !restored.status.success() {
-        return Err(format!(
-            "{} snapshot restore failed: {}",
-            o.etcdutl.display(),
-            String::from_utf8_lossy(&restored.stderr).trim()
-        ));
-    }
-    let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| e.to_string())?;
     // Limits high enough for any recorded revision (one transaction each, never split),
     // and no fsync: only the final snapshot, verified, is kept.
-    let mut child = tokio::process::Command::new(&o.etcd)
-        .args(["--name", "replay", "--data-dir"])
-        .arg(&data)
-        .arg(format!("--listen-client-urls={client_url}"))
-        .arg(format!("--advertise-client-urls={client_url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=replay={peer_url}"))
-        .args([
+    let (mut child, client_url) = ScratchMember {
+        name: "replay",
+        etcd: &o.etcd,
+        etcdutl: &o.etcdutl,
+        extra: &[
             "--max-txn-ops=1000000",
             "--max-request-bytes=1073741824",
             "--quota-backend-bytes=8589934592",
             "--unsafe-no-fsync",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", o.etcd.display()))?;
+        ],
+    }
+    .start(&base_file, &dir)
+    .await?;
     let result = drive(repo, plan, identities, o, &client_url, &dir, out).await;
     let _ = child.start_kill();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;

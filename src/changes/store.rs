@@ -348,26 +348,21 @@ pub async fn read_segment(
     m: &SegmentManifest,
     identities: Option<&Identities>,
 ) -> Result<Vec<Record>, String> {
+    let unreadable = |e: object_store::Error| {
+        format!(
+            "reading {}: {}",
+            m.object.key,
+            crate::repository::explain(&e)
+        )
+    };
     let stored = repo
         .store()
         .get(&repo.path(&m.object.key))
         .await
-        .map_err(|e| {
-            format!(
-                "reading {}: {}",
-                m.object.key,
-                crate::repository::explain(&e)
-            )
-        })?
+        .map_err(unreadable)?
         .bytes()
         .await
-        .map_err(|e| {
-            format!(
-                "reading {}: {}",
-                m.object.key,
-                crate::repository::explain(&e)
-            )
-        })?;
+        .map_err(unreadable)?;
     if stored.len() as u64 != m.object.size {
         return Err(format!(
             "{} has {} bytes, its manifest says {}",

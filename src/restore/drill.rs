@@ -71,11 +71,78 @@ impl Drop for Scratch {
     }
 }
 
-pub(crate) fn free_port() -> Result<u16, String> {
+fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+/// A single etcd member on free loopback ports, restored from a snapshot into a scratch
+/// directory with the real `etcdutl` (or 3.4's `etcdctl`): the drill's and the replay's.
+pub(crate) struct ScratchMember<'a> {
+    pub name: &'a str,
+    pub etcd: &'a Path,
+    pub etcdutl: &'a Path,
+    /// More flags for etcd.
+    pub extra: &'a [&'a str],
+}
+
+impl ScratchMember<'_> {
+    /// Restores `snapshot` into `dir/data` and starts etcd on it (its log in
+    /// `dir/etcd.log`, killed when the child is dropped); returns the child and its
+    /// client URL.
+    pub(crate) async fn start(
+        &self,
+        snapshot: &Path,
+        dir: &Path,
+    ) -> Result<(tokio::process::Child, String), String> {
+        let (client_port, peer_port) = (free_port()?, free_port()?);
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let data = dir.join("data");
+        let mut restore = tokio::process::Command::new(self.etcdutl);
+        if is_etcdctl(self.etcdutl) {
+            restore.env("ETCDCTL_API", "3");
+        }
+        let restored = restore
+            .args(["snapshot", "restore"])
+            .arg(snapshot)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--name", self.name, "--initial-cluster"])
+            .arg(format!("{}={peer_url}", self.name))
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer_url)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", self.etcdutl.display()))?;
+        if !restored.status.success() {
+            return Err(format!(
+                "{} snapshot restore failed: {}",
+                self.etcdutl.display(),
+                String::from_utf8_lossy(&restored.stderr).trim()
+            ));
+        }
+        let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| e.to_string())?;
+        let child = tokio::process::Command::new(self.etcd)
+            .args(["--name", self.name, "--data-dir"])
+            .arg(&data)
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster={}={peer_url}", self.name))
+            .args(self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.etcd.display()))?;
+        Ok((child, client_url))
+    }
 }
 
 /// Runs the drill. `etcd_settings` supplies credentials (a snapshot keeps its users);
@@ -116,52 +183,15 @@ pub async fn drill(
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
 
-    // 2. Restored with the real tool, single member, loopback.
-    let (client_port, peer_port) = (free_port()?, free_port()?);
-    let client_url = format!("http://127.0.0.1:{client_port}");
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let data = dir.join("data");
-    let mut restore = tokio::process::Command::new(&o.etcdutl);
-    if is_etcdctl(&o.etcdutl) {
-        restore.env("ETCDCTL_API", "3");
+    // 2. Restored with the real tool, single member, loopback; 3. started.
+    let (mut child, client_url) = ScratchMember {
+        name: "drill",
+        etcd: &o.etcd,
+        etcdutl: &o.etcdutl,
+        extra: &[],
     }
-    let restored = restore
-        .args(["snapshot", "restore"])
-        .arg(&snapshot)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--name", "drill", "--initial-cluster"])
-        .arg(format!("drill={peer_url}"))
-        .arg("--initial-advertise-peer-urls")
-        .arg(&peer_url)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {}: {e}", o.etcdutl.display()))?;
-    if !restored.status.success() {
-        return Err(format!(
-            "{} snapshot restore failed: {}",
-            o.etcdutl.display(),
-            String::from_utf8_lossy(&restored.stderr).trim()
-        ));
-    }
-
-    // 3. Started.
-    let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| e.to_string())?;
-    let mut child = tokio::process::Command::new(&o.etcd)
-        .args(["--name", "drill", "--data-dir"])
-        .arg(&data)
-        .arg(format!("--listen-client-urls={client_url}"))
-        .arg(format!("--advertise-client-urls={client_url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=drill={peer_url}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", o.etcd.display()))?;
+    .start(&snapshot, &dir)
+    .await?;
 
     // 4. Checked against the snapshot.
     let mut s = etcd_settings.clone();
@@ -184,7 +214,7 @@ pub async fn drill(
     })
 }
 
-pub(crate) fn is_etcdctl(tool: &Path) -> bool {
+fn is_etcdctl(tool: &Path) -> bool {
     tool.file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("etcdctl"))
 }
