@@ -76,7 +76,7 @@ pub enum Command {
     /// Take one backup: snapshot one member, verify, compress, upload, write the manifest.
     Backup(BackupArgs),
     /// List the backups in the storage, newest first.
-    List(StorageArgs),
+    List(ListArgs),
     /// Download a backup and check it completely against its manifest.
     Verify(VerifyArgs),
     /// Download a backup as a plain snapshot file for `etcdutl snapshot restore`.
@@ -169,6 +169,17 @@ pub struct DaemonArgs {
     pub etcd: EtcdArgs,
     #[command(flatten)]
     pub storage: StorageArgs,
+}
+
+/// `lifeboat list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// The change log instead: per chain, the revisions and times that can be restored
+    /// (`fetch --to-revision/--to-time`), from which backups, and any break.
+    #[arg(long)]
+    pub changes: bool,
 }
 
 /// Where backups are kept.
@@ -580,8 +591,17 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             })?;
             output::backup(out, cli.write_out, &report).map_err(Failure::Output)
         }
+        Command::List(args) if args.changes => {
+            let repo = open_repository(&args.storage, config)?;
+            let rt = runtime()?;
+            let chains = rt
+                .block_on(crate::changes::replay::chains(&repo))
+                .map_err(Failure::Replay)?;
+            let backups = rt.block_on(repo.list())?;
+            output::chains(out, cli.write_out, &chains, &backups).map_err(Failure::Output)
+        }
         Command::List(args) => {
-            let repo = open_repository(args, config)?;
+            let repo = open_repository(&args.storage, config)?;
             let list = runtime()?.block_on(repo.list())?;
             output::list(out, cli.write_out, &list).map_err(Failure::Output)
         }

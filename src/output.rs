@@ -95,6 +95,99 @@ pub fn list(out: &mut dyn Write, format: Format, list: &[Entry]) -> io::Result<(
     Ok(())
 }
 
+/// `lifeboat list --changes`: the windows of the change log that can be restored.
+pub fn chains(
+    out: &mut dyn Write,
+    format: Format,
+    chains: &[crate::changes::replay::Chain],
+    backups: &[Entry],
+) -> io::Result<()> {
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .filter(|_| ms > 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default()
+    };
+    // The restorable backups of the same cluster inside each chain: where a restore
+    // to a point can start.
+    let bases = |c: &crate::changes::replay::Chain| -> Vec<String> {
+        backups
+            .iter()
+            .filter_map(Entry::restorable)
+            .filter(|m| {
+                m.cluster_id == c.cluster_id
+                    && m.revision >= c.base_revision
+                    && m.revision <= c.covered_to
+            })
+            .map(|m| m.id.clone())
+            .collect()
+    };
+    match format {
+        Format::Json => json_line(
+            out,
+            &chains
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "chain": c.id,
+                        "cluster_id": c.cluster_id,
+                        "from_revision": c.base_revision,
+                        "to_revision": c.covered_to,
+                        "from_time": time(c.first_seen_ms),
+                        "to_time": time(c.last_seen_ms),
+                        "segments": c.segments.len(),
+                        "backups": bases(c),
+                        "problem": c.problem,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ),
+        _ => {
+            let rows: Vec<Vec<String>> = chains
+                .iter()
+                .map(|c| {
+                    let b = bases(c);
+                    vec![
+                        c.id.clone(),
+                        c.base_revision.to_string(),
+                        c.covered_to.to_string(),
+                        time(c.first_seen_ms),
+                        time(c.last_seen_ms),
+                        c.segments.len().to_string(),
+                        if b.is_empty() {
+                            "none (not restorable)".into()
+                        } else {
+                            b.len().to_string()
+                        },
+                        c.problem.clone().map(|p| printable(&p)).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            if format == Format::Simple {
+                for r in rows {
+                    writeln!(out, "{}", r.join(", "))?;
+                }
+                return Ok(());
+            }
+            table(
+                out,
+                &[
+                    "chain",
+                    "from revision",
+                    "to revision",
+                    "from",
+                    "to",
+                    "segments",
+                    "backups",
+                    "break",
+                ],
+                &[Left, Right, Right, Left, Left, Right, Right, Left],
+                &rows,
+            )
+        }
+    }
+}
+
 /// A name read from storage, safe to print: control characters escaped.
 fn printable(text: &str) -> String {
     text.chars()

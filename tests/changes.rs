@@ -412,6 +412,22 @@ fn recording_check(version: EtcdVersion) {
         daemon.metric("lifeboat_changes_durable_age_seconds") < 10.0,
         "{metrics}"
     );
+    // `list --changes` shows the window: from the backup to the last revision.
+    let listed = support::lifeboat::ok(support::lifeboat::run(support::lifeboat::lifeboat(
+        &["list", "--changes", "--storage", &storage, "-w", "json"],
+        &[],
+    )));
+    let listed: serde_json::Value = serde_json::from_str(listed.trim()).expect("json");
+    let window = &listed[0];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(window["chain"], base_id.as_str(), "{listed}");
+    assert_eq!(window["from_revision"].as_i64(), Some(base), "{listed}");
+    assert!(
+        window["to_revision"].as_i64().expect("to") >= last,
+        "{listed}"
+    );
+    assert_eq!(window["backups"][0], base_id.as_str(), "{listed}");
+    assert!(window["problem"].is_null(), "{listed}");
     // Restore to points across the run: right after the backup, after a multi-op txn,
     // after the 1000-key DeleteRange, the 1 MiB value, with keys on leases, after the
     // leases expired; and to a time.
