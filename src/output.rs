@@ -116,8 +116,8 @@ pub fn chains(
             .filter_map(Entry::restorable)
             .filter(|m| {
                 m.cluster_id == c.cluster_id
-                    && m.revision >= c.base_revision
-                    && m.revision <= c.covered_to
+                    && m.store_revision() >= c.base_revision
+                    && m.store_revision() <= c.covered_to
             })
             .map(|m| m.id.clone())
             .collect()

@@ -15,6 +15,7 @@ use etcd_lifeboat::repository::Repository;
 use support::daemon::Daemon;
 use support::etcd::Cluster;
 use support::lifeboat::{http_get, list_json};
+use support::s3::SeaweedFs;
 use support::tools::EtcdVersion;
 use support::workload;
 
@@ -279,7 +280,15 @@ async fn reference(
 
 /// The chains in storage: chain id → its segments' records in order.
 async fn recorded(storage: &str) -> HashMap<String, Vec<(i64, i64, Vec<Record>)>> {
-    let repo = Repository::open(storage, &HashMap::new(), "default").expect("open storage");
+    recorded_with(storage, &HashMap::new()).await
+}
+
+/// As [`recorded`], with `[storage.options]` (for S3).
+async fn recorded_with(
+    storage: &str,
+    options: &HashMap<String, String>,
+) -> HashMap<String, Vec<(i64, i64, Vec<Record>)>> {
+    let repo = Repository::open(storage, options, "default").expect("open storage");
     let mut chains: HashMap<String, Vec<(i64, i64, Vec<Record>)>> = HashMap::new();
     for l in store::list_segments(&repo, None)
         .await
@@ -565,4 +574,126 @@ fn a_compaction_past_a_stopped_recorder_breaks_the_chain() {
     );
     let (code, _) = http_get(second.port, "/readyz").expect("readyz");
     assert_eq!(code, 200);
+}
+
+/// The S3 server is stopped for 20 s while writes go on: the recorder keeps what it
+/// could not store and catches up when the server is back: no gap, no break; the RPO
+/// metric rises during the outage and falls back after.
+#[test]
+fn a_storage_outage_shorter_than_the_buffer_loses_nothing() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    let mut s3 = SeaweedFs::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("s3://{}/etcd", s3.bucket);
+    let env = [
+        s3.aws_env(),
+        vec![("LIFEBOAT_S3_RETRY_TIMEOUT".to_owned(), "2s".to_owned())],
+    ]
+    .concat();
+    let daemon = Daemon::start(
+        dir.path(),
+        "d",
+        &config(&cluster, &storage, dir.path()),
+        &env,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(daemon.metric("lifeboat_changes_recording") == 1.0
+        && daemon.metric("lifeboat_changes_durable_revision") > 0.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not recording:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let base = daemon.metric("lifeboat_changes_durable_revision") as i64;
+    // A writer: 20 puts a second for the whole test.
+    let endpoints = cluster.endpoints();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let rt = support::runtime();
+            rt.block_on(async {
+                let mut c = Client::connect(endpoints, None).await.expect("connect");
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    c.put(
+                        format!("/registry/configmaps/ns/cm{}", i % 500),
+                        format!("v{i}"),
+                        None,
+                    )
+                    .await
+                    .expect("put");
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                i
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    s3.stop();
+    let stopped = Instant::now();
+    let mut highest_rpo: f64 = 0.0;
+    while stopped.elapsed() < Duration::from_secs(20) {
+        highest_rpo = highest_rpo.max(daemon.metric("lifeboat_changes_durable_age_seconds"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    s3.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let puts = writer.join().expect("writer");
+    let rt = support::runtime();
+    let mut c = rt.block_on(workload::connect(&cluster));
+    let last = rt.block_on(now_revision(&mut c));
+    wait_until(Duration::from_secs(60), "the recorder to catch up", || {
+        daemon.metric("lifeboat_changes_durable_revision") >= last as f64
+    });
+    assert!(
+        highest_rpo >= 10.0,
+        "the RPO rose to only {highest_rpo} s while the storage was away"
+    );
+    wait_until(Duration::from_secs(10), "the RPO to fall back", || {
+        daemon.metric("lifeboat_changes_durable_age_seconds") < 5.0
+    });
+    let metrics = daemon.metrics();
+    assert!(
+        metrics.contains("lifeboat_changes_chain_breaks_total 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        daemon.metric("lifeboat_changes_flush_failures_total") >= 1.0,
+        "{metrics}"
+    );
+    // Every revision is there, once, in order.
+    let options: HashMap<String, String> = s3
+        .aws_env()
+        .into_iter()
+        .filter(|(k, _)| {
+            k.starts_with("AWS_") && k != "AWS_DEFAULT_REGION" && k != "AWS_ENDPOINT_URL"
+        })
+        .map(|(k, v)| (k.to_lowercase(), v))
+        .collect();
+    let chains = rt.block_on(recorded_with(&storage, &options));
+    assert_eq!(chains.len(), 1, "{:?}", chains.keys());
+    let segments = chains.values().next().expect("chain");
+    let mut at = segments[0].0;
+    let mut revisions = Vec::new();
+    for (from, to, records) in segments {
+        assert_eq!(*from, at, "segment ({from}, {to}] after {at}");
+        at = *to;
+        revisions.extend(records.iter().filter_map(|r| match r {
+            Record::Revision { revision, .. } => Some(*revision),
+            _ => None,
+        }));
+    }
+    assert!(at >= last);
+    let expected: Vec<i64> = (base + 1..=at).collect();
+    assert_eq!(revisions, expected, "every revision once, in order");
+    assert!(puts > 400, "the writer made {puts} puts");
+    let want = rt.block_on(reference(&mut c, base, last));
+    assert_eq!(want.len() as i64, last - base);
+    s3.stop();
 }

@@ -282,6 +282,7 @@ pub async fn run(
         started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         finished_at: finished.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         revision: status.revision,
+        store_revision: status.store_revision(),
         header_revision: source.header_revision,
         read_revision,
         raft_term: source.raft_term,

@@ -218,10 +218,10 @@ pub async fn plan(
         .filter_map(|e| e.restorable())
         .filter(|m| {
             m.cluster_id == chain.cluster_id
-                && m.revision >= chain.base_revision
-                && m.revision <= to_revision
+                && m.store_revision() >= chain.base_revision
+                && m.store_revision() <= to_revision
         })
-        .max_by_key(|m| m.revision)
+        .max_by_key(|m| m.store_revision())
         .ok_or_else(|| {
             format!(
                 "no restorable full backup of this cluster between revisions {} and {to_revision} (the chain {} starts from backup {}; is it pruned?)",
@@ -232,13 +232,13 @@ pub async fn plan(
     let segments: Vec<SegmentManifest> = chain
         .segments
         .iter()
-        .filter(|m| m.to_revision > base.revision && m.from_revision < to_revision)
+        .filter(|m| m.to_revision > base.store_revision() && m.from_revision < to_revision)
         .cloned()
         .collect();
     Ok(ReplayPlan {
         chain: chain.id.clone(),
         base: base.id.clone(),
-        base_revision: base.revision,
+        base_revision: base.store_revision(),
         to_revision,
         segments: segments.iter().map(|m| m.object.key.clone()).collect(),
         base_manifest: Some(Box::new(base)),

@@ -239,6 +239,12 @@ pub async fn put_segment(
         },
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
+    // Never write what a reader would refuse.
+    m.validate(&mkey).map_err(|reason| RepoError::BadManifest {
+        url: repo.url().to_owned(),
+        key: mkey.clone(),
+        reason,
+    })?;
     let json = serde_json::to_vec_pretty(&m).map_err(|e| RepoError::BadManifest {
         url: repo.url().to_owned(),
         key: mkey.clone(),

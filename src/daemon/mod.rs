@@ -577,7 +577,7 @@ impl Jobs {
                         _ => self.backup_for_chain(term).await?,
                     };
                     self.begin_chain(&m, writer).await?;
-                    (m.id.clone(), m.revision, m.revision)
+                    (m.id.clone(), m.store_revision(), m.store_revision())
                 }
             };
             let chain_writer = crate::changes::store::ChainWriter {
@@ -683,24 +683,24 @@ impl Jobs {
         let w = crate::changes::store::ChainWriter {
             cluster_id: m.cluster_id.clone(),
             chain: m.id.clone(),
-            base_revision: m.revision,
+            base_revision: m.store_revision(),
             writer: writer.to_owned(),
             zstd_level: 3,
             recipients: self.settings.backup.recipients.clone(),
         };
         let mark = crate::changes::segment::Record::Mark {
             seen_ms: Utc::now().timestamp_millis(),
-            revision: m.revision,
+            revision: m.store_revision(),
         };
         crate::changes::store::put_segment(
             &self.settings.repo,
             &w,
-            (m.revision, m.revision),
+            (m.store_revision(), m.store_revision()),
             &[mark],
         )
         .await
         .map_err(|e| format!("starting a chain at backup {}: {e}", m.id))?;
-        tracing::info!(chain = %m.id, revision = m.revision, "change log: new chain");
+        tracing::info!(chain = %m.id, revision = m.store_revision(), "change log: new chain");
         Ok(())
     }
 }

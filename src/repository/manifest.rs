@@ -23,6 +23,12 @@ pub struct Manifest {
     pub finished_at: String,
     /// The revision inside the snapshot (`snapshot status` revision).
     pub revision: i64,
+    /// The store's revision as etcd opens the snapshot: `revision`, but at least the
+    /// compaction revision and at least 1 (an empty store is at 1). The change log
+    /// continues a backup from here. 0 in manifests written before it existed (read it
+    /// through [`Manifest::store_revision`]).
+    #[serde(default)]
+    pub store_revision: i64,
     /// The revision the member reported before the snapshot was streamed; `revision` is
     /// at least this.
     pub header_revision: i64,
@@ -82,6 +88,11 @@ impl Manifest {
             ));
         }
         serde_json::from_slice(bytes).map_err(|e| format!("malformed manifest: {e}"))
+    }
+
+    /// The revision etcd is at when it opens this snapshot (see `store_revision`).
+    pub fn store_revision(&self) -> i64 {
+        self.store_revision.max(self.revision).max(1)
     }
 
     /// Compression ratio: snapshot file size / stored size.
