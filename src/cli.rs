@@ -594,8 +594,9 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
         Command::List(args) if args.changes => {
             let repo = open_repository(&args.storage, config)?;
             let rt = runtime()?;
+            let ids = identities(&IdentityArgs { identity: None }, config)?;
             let chains = rt
-                .block_on(crate::changes::replay::chains(&repo))
+                .block_on(crate::changes::replay::chains(&repo, ids.as_deref()))
                 .map_err(Failure::Replay)?;
             let backups = rt.block_on(repo.list())?;
             output::chains(out, cli.write_out, &chains, &backups).map_err(Failure::Output)

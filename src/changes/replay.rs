@@ -19,7 +19,7 @@ use etcd_client::{Client, LeaseGrantOptions, PutOptions, Txn, TxnOp};
 use serde::Serialize;
 
 use super::segment::{EventKind, Record};
-use super::store::{self, Listed, SegmentManifest};
+use super::store::{self, Listed, SegmentManifest, read_segment};
 use crate::encryption::Identities;
 use crate::repository::{Manifest, Repository};
 use crate::restore::drill::{Scratch, ScratchMember, log_tail};
@@ -46,8 +46,74 @@ pub struct Chain {
     pub problem: Option<String>,
 }
 
-/// Every chain in storage, newest first.
-pub async fn chains(repo: &Repository) -> Result<Vec<Chain>, String> {
+/// Checks that segment `m` agrees, revision for revision, with the kept segments where
+/// they overlap (revisions after `m.from_revision` up to `at`).
+async fn agree(
+    repo: &Repository,
+    kept: &[SegmentManifest],
+    m: &SegmentManifest,
+    at: i64,
+    identities: Option<&Identities>,
+) -> Result<(), String> {
+    let revisions =
+        |records: Vec<Record>, lo: i64, hi: i64| -> Vec<(i64, Vec<super::segment::Event>)> {
+            records
+                .into_iter()
+                .filter_map(|r| match r {
+                    Record::Revision {
+                        revision, events, ..
+                    } if revision > lo && revision <= hi => Some((revision, events)),
+                    _ => None,
+                })
+                .collect()
+        };
+    let (lo, hi) = (m.from_revision, m.to_revision.min(at));
+    let cannot = |e: String| {
+        format!(
+            "segment {} overlaps revisions {}..{hi} and cannot be compared: {e}",
+            m.object.key,
+            lo + 1
+        )
+    };
+    let theirs = revisions(
+        read_segment(repo, m, identities).await.map_err(cannot)?,
+        lo,
+        hi,
+    );
+    let mut ours = Vec::new();
+    for k in kept
+        .iter()
+        .filter(|k| k.to_revision > lo && k.from_revision < hi)
+    {
+        ours.extend(revisions(
+            read_segment(repo, k, identities).await.map_err(cannot)?,
+            lo,
+            hi,
+        ));
+    }
+    if let Some(((r, _), _)) = theirs.iter().zip(&ours).find(|(a, b)| a != b) {
+        return Err(format!(
+            "segment {} disagrees with the chain at revision {r}: two recorders recorded different histories",
+            m.object.key
+        ));
+    }
+    if theirs.len() != ours.len() {
+        return Err(format!(
+            "segment {} holds {} of the {} revisions it overlaps",
+            m.object.key,
+            theirs.len(),
+            ours.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Every chain in storage, newest first. Overlapping segments (two recorders around a
+/// hand-over) are read and compared; `identities` decrypt them when they are encrypted.
+pub async fn chains(
+    repo: &Repository,
+    identities: Option<&Identities>,
+) -> Result<Vec<Chain>, String> {
     let listed = store::list_segments(repo, None)
         .await
         .map_err(|e| e.to_string())?;
@@ -76,25 +142,38 @@ pub async fn chains(repo: &Repository) -> Result<Vec<Chain>, String> {
                 ));
                 break;
             }
-            if m.to_revision <= at && m.from_revision < at {
-                continue; // within what is covered already (a second writer's copy)
+            if m.from_revision < at {
+                // Another recorder's copy of revisions already covered (a hand-over):
+                // accepted only when it agrees with them revision for revision.
+                match agree(repo, &kept, &m, at, identities).await {
+                    Ok(()) => {
+                        if m.to_revision > at {
+                            at = m.to_revision;
+                            kept.push(m);
+                        }
+                        continue;
+                    }
+                    Err(reason) => {
+                        // Which history is right is unknown from here on: the chain
+                        // is restorable only up to where the two begin.
+                        kept.retain(|k| k.to_revision <= m.from_revision);
+                        at = kept.last().map_or(base, |k| k.to_revision);
+                        problem = Some(reason);
+                        break;
+                    }
+                }
             }
             if m.from_revision == at {
                 at = m.to_revision;
                 kept.push(m);
                 continue;
             }
-            if m.from_revision > at {
+            {
                 problem = Some(format!(
                     "revisions {} to {} are missing (the next segment starts after {})",
                     at + 1,
                     m.from_revision,
                     m.from_revision
-                ));
-            } else {
-                problem = Some(format!(
-                    "segment {} overlaps revision {at} and goes on to {}: overlapping segments are not read yet",
-                    m.object.key, m.to_revision
                 ));
             }
             break;
@@ -169,7 +248,7 @@ pub async fn plan(
     point: Point,
     identities: Option<&Identities>,
 ) -> Result<ReplayPlan, String> {
-    let all = chains(repo).await?;
+    let all = chains(repo, identities).await?;
     let (chain, to_revision) = match point {
         Point::Revision(n) => {
             let c = all
@@ -378,8 +457,8 @@ async fn drive(
                     revision, events, ..
                 } => (revision, events),
             };
-            if revision <= plan.base_revision {
-                continue;
+            if revision <= expect {
+                continue; // in the backup already, or in an overlapping copy checked equal
             }
             if revision > plan.to_revision {
                 break 'segments;
