@@ -117,6 +117,10 @@ pub struct RestoreDrillArgs {
     /// Where the scratch directory goes (default: [backup] spool-dir, else the temp dir).
     #[arg(long, value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
+    /// Prove the change log instead: replay it from the backup before --backup to that
+    /// backup's revision and compare the result with the backup, key by key and HashKV.
+    #[arg(long)]
+    pub chain: bool,
     /// Credentials, if the backed-up cluster has auth enabled (as etcdctl's flags).
     #[command(flatten)]
     pub etcd: EtcdArgs,

@@ -9,6 +9,7 @@
 //! docs/storage-format.md, "Change log").
 
 pub mod convert;
+pub mod proof;
 pub mod recorder;
 pub mod replay;
 pub mod segment;

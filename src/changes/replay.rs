@@ -308,13 +308,43 @@ pub async fn plan(
             )
         })?
         .clone();
+    Ok(build(chain, base, to_revision))
+}
+
+/// A plan from a given backup (the chain proof replays from the backup before).
+pub async fn plan_from(
+    repo: &Repository,
+    base: &Manifest,
+    to_revision: i64,
+    identities: Option<&Identities>,
+) -> Result<ReplayPlan, String> {
+    let all = chains(repo, identities).await?;
+    let from = base.store_revision();
+    let chain = all
+        .iter()
+        .find(|c| {
+            c.cluster_id == base.cluster_id
+                && c.base_revision <= from
+                && to_revision <= c.covered_to
+        })
+        .ok_or_else(|| {
+            format!(
+                "no chain covers revisions {from} to {to_revision} from backup {}; {}",
+                base.id,
+                windows(&all)
+            )
+        })?;
+    Ok(build(chain, base.clone(), to_revision))
+}
+
+fn build(chain: &Chain, base: Manifest, to_revision: i64) -> ReplayPlan {
     let segments: Vec<SegmentManifest> = chain
         .segments
         .iter()
         .filter(|m| m.to_revision > base.store_revision() && m.from_revision < to_revision)
         .cloned()
         .collect();
-    Ok(ReplayPlan {
+    ReplayPlan {
         chain: chain.id.clone(),
         base: base.id.clone(),
         base_revision: base.store_revision(),
@@ -322,7 +352,7 @@ pub async fn plan(
         segments: segments.iter().map(|m| m.object.key.clone()).collect(),
         base_manifest: Some(Box::new(base)),
         segment_manifests: segments,
-    })
+    }
 }
 
 /// The binaries and the place a replay uses.

@@ -275,6 +275,9 @@ pub(super) fn drill(
 ) -> Result<(), Failure> {
     use crate::restore::drill;
     let rt = runtime()?;
+    if args.chain {
+        return prove_chain(cli, args, config, out, &rt);
+    }
     let backup = restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
     let source = restore_source(
         &args.plan.backup,
@@ -356,4 +359,56 @@ fn restore_backup_ref(
         db_size: m.db_size,
         etcd_version: m.etcd_version,
     })
+}
+
+/// `restore drill --chain`: the chain proof.
+fn prove_chain(
+    cli: &Cli,
+    args: &RestoreDrillArgs,
+    config: &Config,
+    out: &mut dyn Write,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(), Failure> {
+    let repo = open_repository(&args.plan.storage, config)?;
+    let ids = super::identities(&args.identity, config)?;
+    let to = rt.block_on(repo.manifest(&args.plan.backup))?;
+    let from = rt
+        .block_on(crate::changes::proof::previous_in_chain(&repo, &to))
+        .map_err(Failure::Replay)?;
+    let d = drill_options(
+        &config.drill,
+        config,
+        args.etcd_binary.as_deref(),
+        args.etcdutl.as_deref(),
+        args.scratch_dir.as_deref(),
+    )?;
+    let o = crate::changes::replay::ReplayOptions {
+        etcd: d.etcd,
+        etcdutl: d.etcdutl,
+        scratch: d.scratch,
+        timeout: d.timeout,
+    };
+    let r = rt
+        .block_on(crate::changes::proof::prove(
+            &repo,
+            (&from, &to),
+            ids.as_ref(),
+            &o,
+        ))
+        .map_err(|e| Failure::Restore(format!("chain proof: {e}")))?;
+    match cli.write_out {
+        Format::Json => writeln!(out, "{}", serde_json::json!(r)),
+        _ => writeln!(
+            out,
+            "chain proof passed: backup {} + {} revisions of the change log = backup {} at revision {} ({} keys equal{}; {:.1} s)",
+            r.from_backup,
+            r.revisions_replayed,
+            r.to_backup,
+            r.revision,
+            r.keys_compared,
+            r.hash_kv.map(|h| format!(", hashkv {h}")).unwrap_or_else(|| ", hashkv not comparable: the compaction revisions differ".into()),
+            r.seconds
+        ),
+    }
+    .map_err(Failure::Output)
 }
