@@ -522,6 +522,13 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
         )?,
         identities: identities(&IdentityArgs { identity: None }, config)?,
         changes: changes_options(&config.changes)?,
+        chain_proof: match (config.changes.enabled, config.changes.prove_backups) {
+            (Some(true), Some(true)) => {
+                let d = restore::drill_options(&config.drill, config, None, None, None)?;
+                Some(crate::changes::replay::ReplayOptions::from(d))
+            }
+            _ => None,
+        },
     })
 }
 
@@ -651,12 +658,7 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
                 .map_err(Failure::Replay)?;
             // The scratch member's binaries: as the drill's.
             let d = restore::drill_options(&config.drill, config, None, None, None)?;
-            let o = crate::changes::replay::ReplayOptions {
-                etcd: d.etcd,
-                etcdutl: d.etcdutl,
-                scratch: d.scratch,
-                timeout: d.timeout,
-            };
+            let o = crate::changes::replay::ReplayOptions::from(d);
             let report = rt
                 .block_on(crate::changes::replay::replay(
                     &repo,

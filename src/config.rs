@@ -49,6 +49,9 @@ pub struct ChangesConfig {
     /// Unstored changes held while the storage is away; beyond it the chain breaks
     /// (default 256 MiB).
     pub max_buffer_bytes: Option<usize>,
+    /// After each scheduled backup, prove the chain: the backup before it plus the change
+    /// log replayed must equal it (default false; uses the `[drill]` binaries).
+    pub prove_backups: Option<bool>,
 }
 
 /// The daemon's scheduled restore drill (`lifeboat restore drill` on the newest backup).

@@ -1054,3 +1054,65 @@ fn the_chain_proof_passes_on_a_good_chain_and_fails_on_a_tampered_segment() {
         "{err}"
     );
 }
+
+/// `[changes] prove-backups`: after each scheduled backup the daemon proves the chain
+/// from the backup before, and says so in its metrics.
+#[test]
+fn the_daemon_proves_the_chain_after_each_scheduled_backup() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    let rt = support::runtime();
+    let mut c = rt.block_on(workload::connect(&cluster));
+    rt.block_on(async { workload::kubernetes_like(&mut c, 1, 5).await });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("backups").display());
+    let tool = EtcdVersion::V3_5_30;
+    let cfg = config(&cluster, &storage, dir.path())
+        .replace("schedule = \"0 0 0 1 1 *\"", "schedule = \"*/4 * * * * *\"")
+        .replace(
+            "[changes]\nenabled = true\n",
+            "[changes]\nenabled = true\nprove-backups = true\n",
+        )
+        .replace(
+            "[daemon]\n",
+            &format!(
+                "[drill]\netcd-binary = \"{}\"\netcdutl = \"{}\"\n[daemon]\n",
+                tool.etcd().display(),
+                tool.etcdutl().expect("etcdutl").display()
+            ),
+        );
+    let daemon = Daemon::start(dir.path(), "d", &cfg, &[]);
+    let writes = std::thread::spawn({
+        let endpoints = cluster.endpoints();
+        move || {
+            support::runtime().block_on(async {
+                let mut c = Client::connect(endpoints, None).await.expect("connect");
+                for i in 0..200 {
+                    c.put(
+                        format!("/registry/configmaps/ns/cm{}", i % 40),
+                        format!("v{i}"),
+                        None,
+                    )
+                    .await
+                    .expect("put");
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+            })
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while daemon.metric("lifeboat_changes_proof_last_success") != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no chain proof passed:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    writes.join().expect("writer");
+    let metrics = daemon.metrics();
+    assert!(
+        metrics.contains("lifeboat_changes_proof_failures_total 0\n"),
+        "{metrics}"
+    );
+    assert!(daemon.log_text().contains("chain proof passed"));
+}

@@ -364,6 +364,18 @@ pub struct ReplayOptions {
     pub timeout: Duration,
 }
 
+impl From<crate::restore::drill::DrillOptions> for ReplayOptions {
+    /// The drill's binaries, scratch space and timeout serve the replay too.
+    fn from(d: crate::restore::drill::DrillOptions) -> Self {
+        ReplayOptions {
+            etcd: d.etcd,
+            etcdutl: d.etcdutl,
+            scratch: d.scratch,
+            timeout: d.timeout,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayReport {
     pub plan: ReplayPlan,

@@ -382,12 +382,7 @@ fn prove_chain(
         args.etcdutl.as_deref(),
         args.scratch_dir.as_deref(),
     )?;
-    let o = crate::changes::replay::ReplayOptions {
-        etcd: d.etcd,
-        etcdutl: d.etcdutl,
-        scratch: d.scratch,
-        timeout: d.timeout,
-    };
+    let o = crate::changes::replay::ReplayOptions::from(d);
     let r = rt
         .block_on(crate::changes::proof::prove(
             &repo,

@@ -69,6 +69,10 @@ pub struct Changes {
     pub chain_breaks_total: u64,
     /// Why the chain is broken, until a new one runs.
     pub broken: Option<String>,
+    /// The last chain proof's outcome (`[changes] prove-backups`).
+    pub proof_ok: Option<bool>,
+    pub proof_failures_total: u64,
+    pub proof_seconds: f64,
 }
 
 /// Shared by the jobs (which record) and the HTTP endpoint (which reads).
@@ -243,6 +247,9 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP lifeboat_changes_broken 1 while the change log is broken and no new chain runs yet.\n# TYPE lifeboat_changes_broken gauge\nlifeboat_changes_broken {}", u8::from(c.broken.is_some()));
                 let _ = writeln!(out, "# HELP lifeboat_changes_segments_total Segments written by this instance.\n# TYPE lifeboat_changes_segments_total counter\nlifeboat_changes_segments_total {}", c.flushes_total);
                 let _ = writeln!(out, "# HELP lifeboat_changes_flush_failures_total Failed segment writes (retried).\n# TYPE lifeboat_changes_flush_failures_total counter\nlifeboat_changes_flush_failures_total {}", c.flush_failures_total);
+                let _ = writeln!(out, "# HELP lifeboat_changes_proof_last_success 1 if the last chain proof passed, 0 if it failed or none ran.\n# TYPE lifeboat_changes_proof_last_success gauge\nlifeboat_changes_proof_last_success {}", u8::from(c.proof_ok == Some(true)));
+                let _ = writeln!(out, "# HELP lifeboat_changes_proof_last_duration_seconds Duration of the last passed chain proof.\n# TYPE lifeboat_changes_proof_last_duration_seconds gauge\nlifeboat_changes_proof_last_duration_seconds {:.3}", c.proof_seconds);
+                let _ = writeln!(out, "# HELP lifeboat_changes_proof_failures_total Chain proofs that failed: the change log and a full backup disagree.\n# TYPE lifeboat_changes_proof_failures_total counter\nlifeboat_changes_proof_failures_total {}", c.proof_failures_total);
                 let _ = writeln!(out, "# HELP lifeboat_changes_chain_breaks_total Chains of the change log that broke (a gap, a compaction past the recorder, a storage outage too long).\n# TYPE lifeboat_changes_chain_breaks_total counter\nlifeboat_changes_chain_breaks_total {}", c.chain_breaks_total);
             }
             let _ = writeln!(out, "# HELP lifeboat_build_info The lifeboat version.\n# TYPE lifeboat_build_info gauge\nlifeboat_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));

@@ -58,6 +58,8 @@ pub struct DaemonSettings {
     pub scratch: PathBuf,
     /// The change log (`[changes] enabled`); `None`: not recorded.
     pub changes: Option<crate::changes::recorder::RecorderOptions>,
+    /// `[changes] prove-backups`: the scratch member's binaries for the chain proof.
+    pub chain_proof: Option<crate::changes::replay::ReplayOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -358,6 +360,12 @@ impl Jobs {
                         () = term.cancelled() => self.cancelled(Task::Backup),
                     }
                     self.refresh_storage().await;
+                    if self.settings.chain_proof.is_some() {
+                        tokio::select! {
+                            () = self.prove_chain(&report.manifest) => {}
+                            () = term.cancelled() => self.cancelled(Task::Backup),
+                        }
+                    }
                     return;
                 }
                 Err(e) => e,
@@ -649,6 +657,51 @@ impl Jobs {
             }
         }
         Ok(best)
+    }
+
+    /// The chain proof for a new backup: once the change log is durable up to its
+    /// revision, the backup before it plus the log must equal it.
+    async fn prove_chain(&self, m: &crate::repository::Manifest) {
+        let Some(o) = &self.settings.chain_proof else {
+            return;
+        };
+        let s = m.store_revision();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self
+            .metrics
+            .changes()
+            .is_none_or(|c| c.durable_revision < s)
+        {
+            if std::time::Instant::now() > deadline {
+                tracing::warn!(id = %m.id, revision = s, "chain proof skipped: the change log did not reach the backup's revision within 60 s");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let repo = &self.settings.repo;
+        let t0 = std::time::Instant::now();
+        let result = async {
+            let from = crate::changes::proof::previous_in_chain(repo, m).await?;
+            crate::changes::proof::prove(repo, (&from, m), self.settings.identities.as_ref(), o)
+                .await
+        }
+        .await;
+        match result {
+            Ok(r) => {
+                self.metrics.with_changes(|c| {
+                    c.proof_ok = Some(true);
+                    c.proof_seconds = t0.elapsed().as_secs_f64();
+                });
+                tracing::info!(from = %r.from_backup, to = %r.to_backup, revisions = r.revisions_replayed, keys = r.keys_compared, "chain proof passed");
+            }
+            Err(e) => {
+                self.metrics.with_changes(|c| {
+                    c.proof_ok = Some(false);
+                    c.proof_failures_total += 1;
+                });
+                tracing::error!(id = %m.id, error = %e, "chain proof failed");
+            }
+        }
     }
 
     /// A full backup taken for the change log, counted like a scheduled one.
