@@ -154,6 +154,13 @@ pub struct RestorePlanArgs {
     /// Backup id, `latest`, or a snapshot file.
     #[arg(long, default_value = "latest")]
     pub backup: String,
+    /// Restore to this revision instead: the newest backup at or before it with the
+    /// change log replayed up to it (see `fetch --to-revision`).
+    #[arg(long, value_name = "N", conflicts_with = "to_time")]
+    pub to_revision: Option<i64>,
+    /// Restore to the last revision the change log saw at or before this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    pub to_time: Option<String>,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -532,6 +539,27 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
     })
 }
 
+/// `--to-revision N` / `--to-time T`, when one is given.
+pub(crate) fn point(
+    to_revision: Option<i64>,
+    to_time: Option<&str>,
+) -> Result<Option<crate::changes::replay::Point>, Failure> {
+    use crate::changes::replay::Point;
+    match (to_revision, to_time) {
+        (Some(n), _) if n < 1 => Err(Failure::Usage(format!(
+            "--to-revision {n}: revisions start at 1"
+        ))),
+        (Some(n), _) => Ok(Some(Point::Revision(n))),
+        (None, Some(t)) => {
+            let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
+                Failure::Usage(format!("--to-time {t:?} is not an RFC 3339 time: {e}"))
+            })?;
+            Ok(Some(Point::TimeMs(at.timestamp_millis())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// `[changes]`: `None` unless enabled.
 fn changes_options(
     c: &crate::config::ChangesConfig,
@@ -631,25 +659,9 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             output::verified(out, cli.write_out, &m).map_err(Failure::Output)
         }
         Command::Fetch(args) if args.id.is_none() => {
-            let point = match (args.to_revision, &args.to_time) {
-                (Some(n), _) if n < 1 => {
-                    return Err(Failure::Usage(format!(
-                        "--to-revision {n}: revisions start at 1"
-                    )));
-                }
-                (Some(n), _) => crate::changes::replay::Point::Revision(n),
-                (None, Some(t)) => {
-                    let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
-                        Failure::Usage(format!("--to-time {t:?} is not an RFC 3339 time: {e}"))
-                    })?;
-                    crate::changes::replay::Point::TimeMs(at.timestamp_millis())
-                }
-                (None, None) => {
-                    return Err(Failure::Usage(
-                        "give a backup id, --to-revision or --to-time".into(),
-                    ));
-                }
-            };
+            let point = point(args.to_revision, args.to_time.as_deref())?.ok_or_else(|| {
+                Failure::Usage("give a backup id, --to-revision or --to-time".into())
+            })?;
             let repo = open_repository(&args.storage, config)?;
             let ids = identities(&args.identity, config)?;
             let rt = runtime()?;

@@ -216,7 +216,10 @@ fn sh_word(s: &str) -> String {
 
 /// The eight steps for real: a 3-member cluster loses two members after a backup, and
 /// `restore run` brings all three back from it.
-fn disaster(version: EtcdVersion, fault: bool) {
+/// The disaster drill. With `point`, the daemon records the change log after the backup,
+/// and the cluster is brought back to a time after later writes (`restore run
+/// --to-time T`), not to the backup.
+fn disaster(version: EtcdVersion, fault: bool, point: bool) {
     let mut cluster = Cluster::start(version, 3);
     support::runtime().block_on(async {
         let mut c = support::workload::connect(&cluster).await;
@@ -236,9 +239,64 @@ fn disaster(version: EtcdVersion, fault: bool) {
     ))))
     .expect("list");
     let backup_revision = list[0]["revision"].as_i64().expect("revision");
-    // Writes after the backup: the restore must take them away.
+    let recorder = point.then(|| {
+        let cfg = format!(
+            "[etcd]\nendpoints = [{}]\n[storage]\nurl = \"{storage}\"\n[backup]\n\
+             schedule = \"0 0 0 1 1 *\"\nspool-dir = \"{}\"\n[changes]\nenabled = true\n\
+             [daemon]\nleader-election = false\n",
+            cluster
+                .endpoints()
+                .iter()
+                .map(|e| format!("\"{e}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            dir.path().display()
+        );
+        let d = support::daemon::Daemon::start(dir.path(), "recorder", &cfg, &[]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while d.metric("lifeboat_changes_recording") != 1.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not recording: {}",
+                d.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        d
+    });
+    // Writes after the backup: the restore must take them away (or, to a point, keep
+    // those before the point).
     cluster.etcdctl_ok(&["put", "/registry/pods/default/late", "after the backup"]);
     cluster.etcdctl_ok(&["del", "/registry/pods/default/pod-0-0"]);
+    let (at_backup, point_time) = match &recorder {
+        None => (at_backup, None),
+        Some(d) => {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let t = chrono::Utc::now();
+            let at_t = support::workload::dump(cluster.endpoints());
+            std::thread::sleep(std::time::Duration::from_millis(1000));
+            cluster.etcdctl_ok(&["put", "/registry/pods/default/too-late", "after the point"]);
+            cluster.etcdctl_ok(&["del", "/registry/pods/default/pod-0-1"]);
+            let last = support::workload::dump(cluster.endpoints());
+            assert_ne!(last, at_t);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let head = cluster.etcdctl_ok(&["get", "/registry/pods/default/late", "-w", "json"]);
+            let head: Value = serde_json::from_str(&head).expect("json");
+            let rev = head["header"]["revision"].as_f64().expect("revision");
+            while d.metric("lifeboat_changes_durable_revision") < rev {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the log did not catch up"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            (
+                at_t,
+                Some(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            )
+        }
+    };
+    drop(recorder);
     // Lose the majority.
     cluster.kill(1);
     cluster.kill(2);
@@ -254,6 +312,15 @@ fn disaster(version: EtcdVersion, fault: bool) {
          step-timeout = \"60s\"\n",
         dir.path().join("state").display()
     );
+    if point {
+        // The scratch member that replays the change log.
+        let t = EtcdVersion::V3_5_30;
+        text = format!(
+            "[drill]\netcd-binary = \"{}\"\netcdutl = \"{}\"\n{text}",
+            t.etcd().display(),
+            t.etcdutl().expect("etcdutl").display()
+        );
+    }
     for (i, m) in cluster.members().iter().enumerate() {
         let pid = dir.path().join(format!("etcd-{i}.pid"));
         let kube_pid = dir.path().join(format!("kube-{i}.pid"));
@@ -365,12 +432,14 @@ fn disaster(version: EtcdVersion, fault: bool) {
             config,
             "--storage",
             &storage,
-            "--backup",
-            "latest",
             "--yes",
             "-w",
             "json",
         ];
+        match &point_time {
+            Some(t) => args.extend(["--to-time", t.as_str()]),
+            None => args.extend(["--backup", "latest"]),
+        }
         args.extend_from_slice(extra);
         run(lifeboat(&args, &[]))
     };
@@ -391,7 +460,7 @@ fn disaster(version: EtcdVersion, fault: bool) {
         std::fs::remove_file(dir.path().join("fault")).expect("fix the fault");
     }
     let mut resume = fault;
-    if !fault {
+    if !fault && !point {
         // A damaged backup is refused in step 2, before anything is stopped.
         let object = std::fs::read_dir(dir.path().join("backups/default/snapshots"))
             .expect("snapshots dir")
@@ -631,12 +700,17 @@ fn toml_string(s: &str) -> String {
 
 #[test]
 fn disaster_recovery_3_5_30_with_a_fault_and_resume() {
-    disaster(EtcdVersion::V3_5_30, true);
+    disaster(EtcdVersion::V3_5_30, true, false);
+}
+
+#[test]
+fn disaster_recovery_to_a_point_in_time_3_5_30() {
+    disaster(EtcdVersion::V3_5_30, true, true);
 }
 
 #[test]
 fn disaster_recovery_3_4_23() {
-    disaster(EtcdVersion::V3_4_23, false);
+    disaster(EtcdVersion::V3_4_23, false, false);
 }
 
 /// A drill restores a backup into a throw-away member and checks revision, keys and

@@ -18,7 +18,7 @@ pub(super) fn plan(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     use crate::restore::plan;
-    let (settings, rt, backup) = prepare(args, config)?;
+    let (settings, rt, backup, _) = prepare(args, config, &IdentityArgs { identity: None }, false)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let (p, failed) = rt.block_on(planned(&settings, &backup, &stamp));
     match cli.write_out {
@@ -44,24 +44,126 @@ pub(super) fn plan(
 }
 
 /// What `plan` and `run` both start from: the checked `[restore]` settings and the
-/// backup, whose membership must match the config's.
+/// backup, whose membership must match the config's. With `--to-revision/--to-time` the
+/// backup is the snapshot at that point, replayed into the state dir when `replay` (run)
+/// or only planned (plan); its source is returned too.
+#[allow(clippy::type_complexity)]
 fn prepare(
     args: &RestorePlanArgs,
     config: &Config,
+    identity: &IdentityArgs,
+    replay: bool,
 ) -> Result<
     (
         crate::restore::plan::RestoreSettings,
         tokio::runtime::Runtime,
         crate::restore::plan::BackupRef,
+        Option<crate::restore::run::Source>,
     ),
     Failure,
 > {
     use crate::restore::plan;
     let settings = plan::RestoreSettings::from_config(&config.restore).map_err(Failure::Usage)?;
     let rt = runtime()?;
-    let backup = restore_backup_ref(&args.backup, &args.storage, config, &rt)?;
+    let (backup, source) =
+        match point_backup(args, config, identity, &rt, &settings.state_dir, replay)? {
+            Some((b, s)) => (b, s),
+            None => (
+                restore_backup_ref(&args.backup, &args.storage, config, &rt)?,
+                None,
+            ),
+        };
     plan::check_membership(&settings, &backup).map_err(Failure::Usage)?;
-    Ok((settings, rt, backup))
+    Ok((settings, rt, backup, source))
+}
+
+/// `--to-revision N` / `--to-time T`: the backup to restore is the snapshot at that
+/// point, `DIR/point-rN.db`, replayed from the newest backup before it and the change log
+/// (reused when an earlier run of the same point made it). Its membership is the base
+/// backup's (the replay ran on a scratch member). `None` without a point.
+#[allow(clippy::type_complexity)]
+fn point_backup(
+    args: &RestorePlanArgs,
+    config: &Config,
+    identity: &IdentityArgs,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    replay: bool,
+) -> Result<
+    Option<(
+        crate::restore::plan::BackupRef,
+        Option<crate::restore::run::Source>,
+    )>,
+    Failure,
+> {
+    let Some(point) = super::point(args.to_revision, args.to_time.as_deref())? else {
+        return Ok(None);
+    };
+    if args.backup != "latest" {
+        return Err(Failure::Usage(
+            "--to-revision/--to-time choose the backup themselves: leave out --backup".into(),
+        ));
+    }
+    let repo = open_repository(&args.storage, config)?;
+    let ids = identities(identity, config)?;
+    let rp = rt
+        .block_on(crate::changes::replay::plan(&repo, point, ids.as_deref()))
+        .map_err(Failure::Replay)?;
+    let base = rt.block_on(repo.manifest(&rp.base))?;
+    let id = format!("point-r{}", rp.to_revision);
+    let mut backup = crate::restore::plan::BackupRef {
+        id: id.clone(),
+        revision: rp.to_revision,
+        total_key: base.total_key,
+        live_keys: base.live_keys,
+        members: base.members.clone(),
+        db_size: base.db_size,
+        etcd_version: format!(
+            "{} (backup {} at revision {} + {} change-log segments of chain {})",
+            base.etcd_version,
+            base.id,
+            rp.base_revision,
+            rp.segments.len(),
+            rp.chain
+        ),
+    };
+    if !replay {
+        return Ok(Some((backup, None)));
+    }
+    std::fs::create_dir_all(dir).map_err(Failure::Output)?;
+    let file = dir.join(format!("{id}.db"));
+    if !file.exists() {
+        let d = drill_options(&config.drill, config, None, None, None)?;
+        rt.block_on(crate::changes::replay::replay(
+            &repo,
+            &rp,
+            ids.as_ref(),
+            &crate::changes::replay::ReplayOptions::from(d),
+            &file,
+        ))
+        .map_err(Failure::Replay)?;
+    }
+    let status = snapshot::scan_status(
+        &file,
+        ScanOptions {
+            verify_trailer: true,
+        },
+    )?;
+    if status.store_revision() != rp.to_revision {
+        return Err(Failure::Replay(format!(
+            "{} is at revision {}, not {}: remove it and run again",
+            file.display(),
+            status.store_revision(),
+            rp.to_revision
+        )));
+    }
+    backup.total_key = status.total_key;
+    backup.live_keys = status.live_keys;
+    backup.db_size = status.total_size;
+    Ok(Some((
+        backup,
+        Some(crate::restore::run::Source::File(file)),
+    )))
 }
 
 /// The plan after probing every member, and the members that could not be probed
@@ -94,7 +196,7 @@ pub(super) fn run(
 ) -> Result<(), Failure> {
     use crate::restore::plan;
     use crate::restore::run::{Journal, Runner};
-    let (settings, rt, backup) = prepare(&args.plan, config)?;
+    let (settings, rt, backup, point_source) = prepare(&args.plan, config, &args.identity, true)?;
     let journal_path = Journal::path(&settings.state_dir, &backup.id);
     let existing = Journal::load(&journal_path).map_err(|e| Failure::Usage(e.to_string()))?;
     let journal = match (existing, args.resume) {
@@ -160,14 +262,17 @@ pub(super) fn run(
         .iter()
         .map(|m| m.client_url.clone())
         .collect();
-    let source = restore_source(
-        &args.plan.backup,
-        &args.plan.storage,
-        &args.identity,
-        config,
-        &rt,
-        &backup.id,
-    )?;
+    let source = match point_source {
+        Some(s) => s,
+        None => restore_source(
+            &args.plan.backup,
+            &args.plan.storage,
+            &args.identity,
+            config,
+            &rt,
+            &backup.id,
+        )?,
+    };
     let runner = Runner {
         settings,
         etcd,
@@ -278,15 +383,6 @@ pub(super) fn drill(
     if args.chain {
         return prove_chain(cli, args, config, out, &rt);
     }
-    let backup = restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
-    let source = restore_source(
-        &args.plan.backup,
-        &args.plan.storage,
-        &args.identity,
-        config,
-        &rt,
-        &backup.id,
-    )?;
     let options = drill_options(
         &config.drill,
         config,
@@ -294,6 +390,26 @@ pub(super) fn drill(
         args.etcdutl.as_deref(),
         args.scratch_dir.as_deref(),
     )?;
+    // A point in time is replayed into a private directory below the scratch space.
+    let point_dir =
+        crate::restore::drill::Scratch::create(&options.scratch).map_err(Failure::Restore)?;
+    let (backup, source) =
+        match point_backup(&args.plan, config, &args.identity, &rt, &point_dir.0, true)? {
+            Some((b, Some(s))) => (b, s),
+            _ => {
+                let backup =
+                    restore_backup_ref(&args.plan.backup, &args.plan.storage, config, &rt)?;
+                let source = restore_source(
+                    &args.plan.backup,
+                    &args.plan.storage,
+                    &args.identity,
+                    config,
+                    &rt,
+                    &backup.id,
+                )?;
+                (backup, source)
+            }
+        };
     let etcd = EtcdSettings::resolve(&args.etcd, &config.etcd)?;
     let report = rt
         .block_on(drill::drill(&source, &backup, &etcd, &options))
