@@ -701,12 +701,17 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             )?;
             let rt = runtime()?;
             let plan = rt.block_on(prune::plan(&repo, &policy, grace, chrono::Utc::now()))?;
+            // The change log's segments that no kept backup needs.
+            let segments = rt.block_on(crate::changes::prune::plan(&repo, &plan.kept()))?;
             let done = if args.dry_run {
                 None
             } else {
-                Some(rt.block_on(prune::execute(&repo, &plan))?)
+                let d = rt.block_on(prune::execute(&repo, &plan))?;
+                rt.block_on(crate::changes::prune::execute(&repo, &segments))?;
+                Some(d)
             };
-            output::prune(out, cli.write_out, &plan, done.as_ref()).map_err(Failure::Output)
+            output::prune(out, cli.write_out, &plan, &segments, done.as_ref())
+                .map_err(Failure::Output)
         }
         Command::Daemon(args) => {
             if cli.config.is_none() {

@@ -116,7 +116,7 @@ pub fn chains(
             .filter_map(Entry::restorable)
             .filter(|m| {
                 m.cluster_id == c.cluster_id
-                    && m.store_revision() >= c.base_revision
+                    && m.store_revision() >= c.from_revision
                     && m.store_revision() <= c.covered_to
             })
             .map(|m| m.id.clone())
@@ -131,7 +131,8 @@ pub fn chains(
                     serde_json::json!({
                         "chain": c.id,
                         "cluster_id": c.cluster_id,
-                        "from_revision": c.base_revision,
+                        "from_revision": c.from_revision,
+                        "base_revision": c.base_revision,
                         "to_revision": c.covered_to,
                         "from_time": time(c.first_seen_ms),
                         "to_time": time(c.last_seen_ms),
@@ -149,7 +150,7 @@ pub fn chains(
                     let b = bases(c);
                     vec![
                         c.id.clone(),
-                        c.base_revision.to_string(),
+                        c.from_revision.to_string(),
                         c.covered_to.to_string(),
                         time(c.first_seen_ms),
                         time(c.last_seen_ms),
@@ -200,6 +201,7 @@ pub fn prune(
     out: &mut dyn Write,
     format: Format,
     plan: &crate::repository::prune::Plan,
+    segments: &[crate::changes::prune::Unneeded],
     done: Option<&crate::repository::prune::Outcome>,
 ) -> io::Result<()> {
     let mut rows: Vec<Vec<String>> = plan
@@ -232,13 +234,21 @@ pub fn prune(
             format!("leftover: {} ({})", l.what, human_bytes(l.size)),
         ]);
     }
+    for u in segments {
+        rows.push(vec![
+            u.key.clone(),
+            u.last_seen.clone(),
+            if done.is_some() { "deleted" } else { "delete" }.to_owned(),
+            format!("change-log segment: {}", u.why),
+        ]);
+    }
     for what in &plan.dangling {
         tracing::warn!(backup = %printable(what), "not a restorable backup: left alone, check the storage");
     }
     match format {
         Format::Json => json_line(
             out,
-            &serde_json::json!({"dry_run": done.is_none(), "plan": plan, "done": done}),
+            &serde_json::json!({"dry_run": done.is_none(), "plan": plan, "segments": segments, "done": done}),
         ),
         Format::Simple => {
             for r in &rows {
@@ -251,10 +261,11 @@ pub fn prune(
             };
             writeln!(
                 out,
-                "{verb} {} of {} backups and {} leftovers",
+                "{verb} {} of {} backups, {} leftovers and {} change-log segments",
                 plan.deletions(),
                 plan.decisions.len(),
-                plan.leftovers.len()
+                plan.leftovers.len(),
+                segments.len()
             )
         }
         Format::Table => table(

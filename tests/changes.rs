@@ -581,6 +581,41 @@ fn a_compaction_past_a_stopped_recorder_breaks_the_chain() {
     );
     let (code, _) = http_get(second.port, "/readyz").expect("readyz");
     assert_eq!(code, 200);
+    drop(second);
+    // Retention: keeping only the newest backup, the old chain (which no kept backup
+    // can start) goes, manifest and data; the new chain stays.
+    let cfg = dir.path().join("prune.toml");
+    std::fs::write(
+        &cfg,
+        format!("[storage]\nurl = \"{storage}\"\n[retention]\nkeep-last = 1\n"),
+    )
+    .expect("config");
+    let dry = support::lifeboat::ok(support::lifeboat::run(support::lifeboat::lifeboat(
+        &[
+            "prune",
+            "--dry-run",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+        ],
+        &[],
+    )));
+    let old_id = backups[1]["id"].as_str().expect("id").to_owned();
+    assert!(
+        dry.contains(&format!("changes/{old_id}/")) && dry.contains("change-log segment"),
+        "{dry}"
+    );
+    support::lifeboat::ok(support::lifeboat::run(support::lifeboat::lifeboat(
+        &["prune", "--config", cfg.to_str().expect("utf-8")],
+        &[],
+    )));
+    let chains = rt.block_on(recorded(&storage));
+    assert_eq!(chains.len(), 1, "{:?}", chains.keys());
+    assert!(chains.contains_key(backups[0]["id"].as_str().expect("id")));
+    let left = support::lifeboat::files_under(&dir.path().join("backups"));
+    assert!(
+        !left.iter().any(|p| p.to_string_lossy().contains(&old_id)),
+        "{left:?}"
+    );
 }
 
 /// The S3 server is stopped for 20 s while writes go on: the recorder keeps what it
@@ -1115,4 +1150,39 @@ fn the_daemon_proves_the_chain_after_each_scheduled_backup() {
         "{metrics}"
     );
     assert!(daemon.log_text().contains("chain proof passed"));
+    drop(daemon);
+    // Retention keeps what the kept backups need: with only the newest backup kept, the
+    // chain's coverage starts at it, and the segments before it are gone.
+    let cfg = dir.path().join("prune.toml");
+    std::fs::write(
+        &cfg,
+        format!("[storage]\nurl = \"{storage}\"\n[retention]\nkeep-last = 1\n"),
+    )
+    .expect("config");
+    support::lifeboat::ok(support::lifeboat::run(support::lifeboat::lifeboat(
+        &["prune", "--config", cfg.to_str().expect("utf-8")],
+        &[],
+    )));
+    let newest = list_json(&storage, &[]);
+    assert_eq!(newest.len(), 1);
+    let kept_revision = newest[0]["store_revision"]
+        .as_i64()
+        .expect("store revision");
+    let out = support::lifeboat::ok(support::lifeboat::run(support::lifeboat::lifeboat(
+        &["list", "--changes", "--storage", &storage, "-w", "json"],
+        &[],
+    )));
+    let w: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(w.as_array().map(Vec::len), Some(1), "{w}");
+    assert!(w[0]["problem"].is_null(), "{w}");
+    assert!(
+        w[0]["from_revision"].as_i64().expect("from") <= kept_revision,
+        "{w}"
+    );
+    assert!(
+        w[0]["from_revision"].as_i64().expect("from")
+            > w[0]["base_revision"].as_i64().expect("base"),
+        "segments before the kept backup were pruned: {w}"
+    );
+    assert_eq!(w[0]["backups"][0], newest[0]["id"], "{w}");
 }

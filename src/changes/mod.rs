@@ -10,6 +10,7 @@
 
 pub mod convert;
 pub mod proof;
+pub mod prune;
 pub mod recorder;
 pub mod replay;
 pub mod segment;

@@ -204,7 +204,7 @@ pub async fn previous_in_chain(repo: &Repository, to: &Manifest) -> Result<Manif
     let s = to.store_revision();
     let chain = chains
         .iter()
-        .find(|c| c.cluster_id == to.cluster_id && c.base_revision < s && s <= c.covered_to)
+        .find(|c| c.cluster_id == to.cluster_id && c.from_revision < s && s <= c.covered_to)
         .ok_or_else(|| format!("no change log chain covers backup {} (revision {s})", to.id))?;
     let catalog = repo.catalog().await.map_err(|e| e.to_string())?;
     catalog
@@ -212,7 +212,7 @@ pub async fn previous_in_chain(repo: &Repository, to: &Manifest) -> Result<Manif
         .filter_map(|e| e.restorable())
         .filter(|m| {
             m.cluster_id == to.cluster_id
-                && m.store_revision() >= chain.base_revision
+                && m.store_revision() >= chain.from_revision
                 && m.store_revision() < s
         })
         .max_by_key(|m| m.store_revision())

@@ -37,7 +37,11 @@ pub enum Point {
 pub struct Chain {
     pub id: String,
     pub cluster_id: String,
+    /// The revision of the backup the chain started from.
     pub base_revision: i64,
+    /// Where its coverage starts: the base, or later once retention removed the segments
+    /// no kept backup needs.
+    pub from_revision: i64,
     pub covered_to: i64,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
@@ -131,7 +135,8 @@ pub async fn chains(
         segs.sort_by_key(|m| (m.from_revision, m.to_revision));
         let base = segs[0].base_revision;
         let cluster = segs[0].cluster_id.clone();
-        let mut at = base;
+        let start = segs[0].from_revision;
+        let mut at = start;
         let mut kept = Vec::new();
         let mut problem = None;
         for m in segs {
@@ -157,7 +162,7 @@ pub async fn chains(
                         // Which history is right is unknown from here on: the chain
                         // is restorable only up to where the two begin.
                         kept.retain(|k| k.to_revision <= m.from_revision);
-                        at = kept.last().map_or(base, |k| k.to_revision);
+                        at = kept.last().map_or(start, |k| k.to_revision);
                         problem = Some(reason);
                         break;
                     }
@@ -192,6 +197,7 @@ pub async fn chains(
             last_seen_ms: kept.iter().map(|m| m.last_seen_ms).max().unwrap_or(0),
             id,
             base_revision: base,
+            from_revision: start,
             covered_to: at,
             segments: kept,
             problem,
@@ -230,7 +236,7 @@ fn windows(chains: &[Chain]) -> String {
             };
             format!(
                 "revisions {}..{} ({} to {}, chain {})",
-                c.base_revision,
+                c.from_revision,
                 c.covered_to,
                 t(c.first_seen_ms),
                 t(c.last_seen_ms),
@@ -253,7 +259,7 @@ pub async fn plan(
         Point::Revision(n) => {
             let c = all
                 .iter()
-                .find(|c| c.base_revision <= n && n <= c.covered_to)
+                .find(|c| c.from_revision <= n && n <= c.covered_to)
                 .ok_or_else(|| {
                     format!(
                         "revision {n} is not covered by the change log; {}",
@@ -272,7 +278,7 @@ pub async fn plan(
                         .unwrap_or_default();
                     format!("{when} is not covered by the change log; {}", windows(&all))
                 })?;
-            let mut n = c.base_revision;
+            let mut n = c.from_revision;
             'segments: for m in &c.segments {
                 if m.first_seen_ms > t {
                     break;
@@ -297,14 +303,14 @@ pub async fn plan(
         .filter_map(|e| e.restorable())
         .filter(|m| {
             m.cluster_id == chain.cluster_id
-                && m.store_revision() >= chain.base_revision
+                && m.store_revision() >= chain.from_revision
                 && m.store_revision() <= to_revision
         })
         .max_by_key(|m| m.store_revision())
         .ok_or_else(|| {
             format!(
                 "no restorable full backup of this cluster between revisions {} and {to_revision} (the chain {} starts from backup {}; is it pruned?)",
-                chain.base_revision, chain.id, chain.id
+                chain.from_revision, chain.id, chain.id
             )
         })?
         .clone();
@@ -324,7 +330,7 @@ pub async fn plan_from(
         .iter()
         .find(|c| {
             c.cluster_id == base.cluster_id
-                && c.base_revision <= from
+                && c.from_revision <= from
                 && to_revision <= c.covered_to
         })
         .ok_or_else(|| {

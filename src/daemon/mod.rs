@@ -410,7 +410,11 @@ impl Jobs {
         let s = &self.settings;
         let outcome = async {
             let plan = prune::plan(&s.repo, &s.policy, s.leftover_grace, Utc::now()).await?;
-            prune::execute(&s.repo, &plan).await
+            let done = prune::execute(&s.repo, &plan).await?;
+            // The change log's segments that no kept backup needs any more.
+            let segments = crate::changes::prune::plan(&s.repo, &plan.kept()).await?;
+            crate::changes::prune::execute(&s.repo, &segments).await?;
+            Ok::<_, crate::repository::RepoError>(done)
         }
         .await;
         match outcome {

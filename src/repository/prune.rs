@@ -46,6 +46,15 @@ impl Plan {
     pub fn deletions(&self) -> usize {
         self.decisions.iter().filter(|d| !d.keep).count()
     }
+
+    /// The restorable backups this plan keeps.
+    pub fn kept(&self) -> Vec<Manifest> {
+        self.manifests
+            .iter()
+            .filter(|m| self.decisions.iter().any(|d| d.keep && d.id == m.id))
+            .cloned()
+            .collect()
+    }
 }
 
 /// What a prune did.
