@@ -34,6 +34,8 @@ TOOLS = Path(os.environ.get("LIFEBOAT_TOOLS_DIR", ROOT / ".tools"))
 ETCD = TOOLS / "etcd-3.5.30"
 LIFEBOAT = ROOT / "target/release/lifeboat"
 LOADGEN = ROOT / "target/release/examples/load_kubernetes"
+RPO_PROBE = ROOT / "target/release/examples/rpo_probe"
+CHANGES_SECONDS = int(os.environ.get("BENCH_CHANGES_SECONDS", 20))
 MEASURE = ROOT / "scripts/measure.py"
 DB_BYTES = int(os.environ.get("BENCH_DB_BYTES", 1_100_000_000))
 RUNS = int(os.environ.get("BENCH_RUNS", 5))
@@ -43,7 +45,7 @@ BUSY_OBJECTS = int(os.environ.get("BENCH_BUSY_OBJECTS", 228_838))
 TINY_KEYS = int(os.environ.get("BENCH_TINY_KEYS", 1_000_000))
 DAEMON_BACKUPS = int(os.environ.get("BENCH_DAEMON_BACKUPS", 1000))
 ONLY = {x for x in os.environ.get("BENCH_ONLY", "").split(",") if x}
-STEPS = ("status", "backup", "restore", "daemon")
+STEPS = ("status", "backup", "restore", "daemon", "changes")
 NO_LIMIT = 1 << 50
 SHAPES = {
     "history": {
@@ -116,7 +118,7 @@ def median(xs):
 
 
 def main():
-    for b in (ETCD / "etcd", ETCD / "etcdutl", LIFEBOAT, LOADGEN, WEED, ZSTD):
+    for b in (ETCD / "etcd", ETCD / "etcdutl", LIFEBOAT, LOADGEN, RPO_PROBE, WEED, ZSTD):
         if not Path(b).exists():
             sys.exit(f"missing {b}: run `make bench` (it builds and installs everything)")
     for x in SELECTED:
@@ -136,6 +138,10 @@ def main():
                 bench_shape(work, shape, s3env)
         if want("daemon"):
             bench_daemon(work)
+        if want("changes"):
+            if s3env is None:
+                weed, s3env = start_weed(work)
+            bench_changes(work, s3env)
     finally:
         if weed:
             weed.kill()
@@ -612,6 +618,131 @@ leader-election = false
                 p.wait()
         shutil.rmtree(d, ignore_errors=True)
     write_daemon_report(samples, failures)
+
+
+def cpu_seconds(pid):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+def peak_rss_kib(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def bench_changes(work, s3env):
+    """The change log: RPO at two write rates to file:// and SeaweedFS, the recorder's CPU
+    and memory, the extra load on etcd, and the replay rate of `fetch --to-revision`."""
+    d = work / "changes"
+    etcd, endpoint = start_etcd(d)
+    rows, replay = [], None
+    try:
+        for store in ("file", "s3"):
+            for rate in (1000, 5000):
+                tag = f"{store}-{rate}"
+                port = free_port()
+                (d / tag).mkdir()
+                url = f"file://{d}/{tag}/repo" if store == "file" else f"s3://{s3env['BUCKET']}/changes-{tag}"
+                cfg = d / tag / "lifeboat.toml"
+                cfg.write_text(f"""[etcd]
+endpoints = ["{endpoint}"]
+[storage]
+url = "{url}"
+[backup]
+spool-dir = "{d}/{tag}"
+schedule = "0 0 0 1 1 *"
+[changes]
+enabled = true
+[drill]
+etcd-binary = "{ETCD / 'etcd'}"
+etcdutl = "{ETCD / 'etcdutl'}"
+[daemon]
+listen = "127.0.0.1:{port}"
+leader-election = false
+""")
+                env = dict(os.environ, **{k: v for k, v in s3env.items() if k != "BUCKET"})
+                logf = open(d / tag / "daemon.log", "w")
+                daemon = subprocess.Popen([LIFEBOAT, "daemon", "--config", cfg], stdout=logf,
+                                          stderr=logf, env=env)
+                try:
+                    deadline = time.monotonic() + 60
+                    while metric(port, "lifeboat_changes_recording") != 1.0:
+                        if daemon.poll() is not None or time.monotonic() > deadline:
+                            sys.exit("changes bench: the recorder did not start: "
+                                     + (d / tag / "daemon.log").read_text()[-2000:])
+                        time.sleep(0.2)
+                    cpu0, etcd0 = cpu_seconds(daemon.pid), cpu_seconds(etcd.pid)
+                    out = subprocess.run([RPO_PROBE, "--endpoint", endpoint, "--metrics",
+                                          f"http://127.0.0.1:{port}/metrics", "--rate", str(rate),
+                                          "--seconds", str(CHANGES_SECONDS)],
+                                         check=True, capture_output=True, text=True).stdout
+                    r = json.loads(out.strip().splitlines()[-1])
+                    cpu = cpu_seconds(daemon.pid) - cpu0
+                    etcd_cpu = cpu_seconds(etcd.pid) - etcd0
+                    r.update(store=store, rate=rate, cpu=cpu, etcd_cpu=etcd_cpu,
+                             rss=peak_rss_kib(daemon.pid) / 1024,
+                             segments=metric(port, "lifeboat_changes_segments_total") or 0,
+                             breaks=metric(port, "lifeboat_changes_chain_breaks_total") or 0)
+                    rows.append(r)
+                    log(f"changes {tag}: p50 {r['p50_seconds']:.3f} s, p99 {r['p99_seconds']:.3f} s")
+                finally:
+                    daemon.kill()
+                    daemon.wait()
+                if store == "file" and rate == 5000:
+                    point = d / tag / "point.db"
+                    out = subprocess.run([LIFEBOAT, "fetch", "--to-revision", str(r["last_revision"]),
+                                          "--out", point, "--config", cfg, "-w", "json"],
+                                         check=True, capture_output=True, text=True).stdout
+                    replay = json.loads(out.strip().splitlines()[-1])
+                    point.unlink(missing_ok=True)
+    finally:
+        etcd.kill()
+        etcd.wait()
+        shutil.rmtree(d, ignore_errors=True)
+    write_changes_report(rows, replay)
+
+
+def write_changes_report(rows, replay):
+    lines = []
+    for r in rows:
+        secs = CHANGES_SECONDS
+        lines.append(
+            f"| {'file://' if r['store'] == 'file' else 'SeaweedFS (s3://)'} | {r['rate']:,} "
+            f"| {r['writes_per_second']:,.0f} | {r['p50_seconds']:.3f} | {r['p99_seconds']:.3f} "
+            f"| {r['max_seconds']:.3f} | {r['never_durable']} | {r['cpu'] / secs * 100:.0f} % "
+            f"| {r['rss']:.1f} | {r['etcd_cpu'] / secs * 100:.0f} % | {r['segments']:.0f} | {r['breaks']:.0f} |")
+    rp = ""
+    if replay:
+        rp = (f"\nReplay (`fetch --to-revision`, file://, the 5,000 writes/s run): "
+              f"{replay['revisions_replayed']:,} revisions replayed onto the backup in "
+              f"{replay['seconds']:.1f} s including fetch, restore, start and the final snapshot, "
+              f"{replay['replay_seconds']:.1f} s of transactions: "
+              f"**{replay['revisions_per_second']:,.0f} revisions/s** (goal ≥ 5,000/s; "
+              f"{replay['revisions_replayed'] / replay['seconds']:,.0f}/s end to end).\n")
+    section = f"""<!-- bench:changes:start -->
+## The change log: RPO and cost (issue 10)
+
+Measured {time.strftime('%Y-%m-%d')} by `make bench` on {os.cpu_count()} cores: a fresh etcd
+3.5.30, `lifeboat daemon` with `[changes] enabled` (flush-interval 1 s), and
+`examples/rpo_probe` writing 512-byte values from 16 connections at the target rate for
+{CHANGES_SECONDS} s. RPO = time from etcd's acknowledgement of a write to the first 10 ms poll
+of `lifeboat_changes_durable_revision` that shows it stored (goal: p99 ≤ 2 s at 1,000 writes/s).
+Recorder CPU is the daemon's (user + system) over the run, as a share of one core; etcd CPU
+the server's over the same time (the writes themselves and the watch).
+
+| storage | target writes/s | achieved | RPO p50 (s) | p99 (s) | max (s) | never durable | recorder CPU | recorder peak RSS (MiB) | etcd CPU | segments | breaks |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+{chr(10).join(lines)}
+{rp}<!-- bench:changes:end -->"""
+    replace_section("changes", section)
 
 
 def write_daemon_report(samples, failures):

@@ -335,6 +335,8 @@ pub fn replayed(
                 "chain": r.plan.chain,
                 "segments": r.plan.segments,
                 "revisions_replayed": r.revisions,
+                "replay_seconds": r.replay_seconds,
+                "revisions_per_second": r.revisions_per_second,
                 "seconds": r.seconds,
             }),
         ),

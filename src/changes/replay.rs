@@ -387,7 +387,10 @@ pub struct ReplayReport {
     pub plan: ReplayPlan,
     pub revisions: u64,
     pub seconds: f64,
+    /// Revisions per second of the transactions alone (without fetch, restore, start
+    /// and the final snapshot).
     pub revisions_per_second: f64,
+    pub replay_seconds: f64,
 }
 
 /// Replays `plan` and writes the snapshot at its revision to `out` (which must not
@@ -435,14 +438,15 @@ pub async fn replay(
     let result = drive(repo, plan, identities, o, &client_url, &dir, out).await;
     let _ = child.start_kill();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    let revisions = result?;
+    let (revisions, replay_seconds) = result?;
     drop(scratch);
     let seconds = t0.elapsed().as_secs_f64();
     Ok(ReplayReport {
         plan: plan.clone(),
         revisions,
         seconds,
-        revisions_per_second: revisions as f64 / seconds.max(1e-9),
+        revisions_per_second: revisions as f64 / replay_seconds.max(1e-9),
+        replay_seconds,
     })
 }
 
@@ -454,7 +458,7 @@ async fn drive(
     url: &str,
     dir: &Path,
     out: &Path,
-) -> Result<u64, String> {
+) -> Result<(u64, f64), String> {
     let deadline = Instant::now() + o.timeout;
     let mut client = loop {
         match Client::connect([url], None).await {
@@ -491,6 +495,7 @@ async fn drive(
     let mut granted: HashSet<i64> = leases.leases().iter().map(|l| l.id()).collect();
     let mut expect = plan.base_revision;
     let mut replayed = 0u64;
+    let loop_start = Instant::now();
     'segments: for m in &plan.segment_manifests {
         for r in store::read_segment(repo, m, ids).await? {
             let (revision, events) = match r {
@@ -578,6 +583,7 @@ async fn drive(
             plan.to_revision
         ));
     }
+    let replay_seconds = loop_start.elapsed().as_secs_f64();
     // The snapshot, streamed to OUT.part, checked, then renamed without clobbering.
     let part = out.with_extension("part-replay");
     let mut stream = crate::etcd::SnapshotStream::open(&mut client, url, Duration::from_secs(60))
@@ -625,7 +631,7 @@ async fn drive(
         let _ = std::fs::remove_file(&part);
         format!("{}: {e}", out.display())
     })?;
-    Ok(replayed)
+    Ok((replayed, replay_seconds))
 }
 
 /// Keep-alive tasks, one per lease, aborted on drop.
