@@ -288,6 +288,36 @@ async fn reference(
     out
 }
 
+/// A writer thread putting `prefix{i % keys}` every `period_ms` until the flag is set;
+/// it returns how many puts it made.
+fn spawn_writer(
+    endpoints: Vec<String>,
+    prefix: &'static str,
+    keys: u64,
+    period_ms: u64,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        support::runtime().block_on(async {
+            let mut c = Client::connect(endpoints, None).await.expect("connect");
+            let mut i = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                c.put(format!("{prefix}{}", i % keys), format!("v{i}"), None)
+                    .await
+                    .expect("put");
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(period_ms)).await;
+            }
+            i
+        })
+    });
+    (stop, handle)
+}
+
 /// The chains in storage: chain id → its segments' records in order.
 async fn recorded(storage: &str) -> HashMap<String, Vec<(i64, i64, Vec<Record>)>> {
     recorded_with(storage, &HashMap::new()).await
@@ -655,29 +685,7 @@ fn a_storage_outage_shorter_than_the_buffer_loses_nothing() {
     let base = daemon.metric("lifeboat_changes_durable_revision") as i64;
     // A writer: 20 puts a second for the whole test.
     let endpoints = cluster.endpoints();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let rt = support::runtime();
-            rt.block_on(async {
-                let mut c = Client::connect(endpoints, None).await.expect("connect");
-                let mut i = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    c.put(
-                        format!("/registry/configmaps/ns/cm{}", i % 500),
-                        format!("v{i}"),
-                        None,
-                    )
-                    .await
-                    .expect("put");
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                i
-            })
-        })
-    };
+    let (stop, writer) = spawn_writer(endpoints, "/registry/configmaps/ns/cm", 500, 50);
     std::thread::sleep(Duration::from_secs(3));
     s3.stop();
     let stopped = Instant::now();
@@ -775,27 +783,7 @@ fn the_next_leader_continues_the_chain_without_gap_or_overlap() {
     });
     let leader = recording(&daemons)[0];
     let endpoints = cluster.endpoints();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            support::runtime().block_on(async {
-                let mut c = Client::connect(endpoints, None).await.expect("connect");
-                let mut i = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    c.put(
-                        format!("/registry/pods/ns/p{}", i % 300),
-                        format!("v{i}"),
-                        None,
-                    )
-                    .await
-                    .expect("put");
-                    i += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        })
-    };
+    let (stop, writer) = spawn_writer(endpoints, "/registry/pods/ns/p", 300, 20);
     std::thread::sleep(Duration::from_secs(3));
     let rt = support::runtime();
     let mut c = rt.block_on(workload::connect(&cluster));

@@ -380,9 +380,6 @@ pub(super) fn drill(
 ) -> Result<(), Failure> {
     use crate::restore::drill;
     let rt = runtime()?;
-    if args.chain {
-        return prove_chain(cli, args, config, out, &rt);
-    }
     let options = drill_options(
         &config.drill,
         config,
@@ -390,6 +387,9 @@ pub(super) fn drill(
         args.etcdutl.as_deref(),
         args.scratch_dir.as_deref(),
     )?;
+    if args.chain {
+        return prove_chain(cli, args, config, out, &rt, options);
+    }
     // A point in time is replayed into a private directory below the scratch space.
     let point_dir =
         crate::restore::drill::Scratch::create(&options.scratch).map_err(Failure::Restore)?;
@@ -484,6 +484,7 @@ fn prove_chain(
     config: &Config,
     out: &mut dyn Write,
     rt: &tokio::runtime::Runtime,
+    d: crate::restore::drill::DrillOptions,
 ) -> Result<(), Failure> {
     let repo = open_repository(&args.plan.storage, config)?;
     let ids = super::identities(&args.identity, config)?;
@@ -491,13 +492,6 @@ fn prove_chain(
     let from = rt
         .block_on(crate::changes::proof::previous_in_chain(&repo, &to))
         .map_err(Failure::Replay)?;
-    let d = drill_options(
-        &config.drill,
-        config,
-        args.etcd_binary.as_deref(),
-        args.etcdutl.as_deref(),
-        args.scratch_dir.as_deref(),
-    )?;
     let o = crate::changes::replay::ReplayOptions::from(d);
     let r = rt
         .block_on(crate::changes::proof::prove(
