@@ -444,6 +444,29 @@ fn disaster(version: EtcdVersion, fault: bool, point: bool) {
         run(lifeboat(&args, &[]))
     };
 
+    if let Some(t) = &point_time {
+        // The plan of a point names the backup it starts from, the segments and N.
+        let out = run(lifeboat(
+            &[
+                "restore",
+                "plan",
+                "--config",
+                config,
+                "--storage",
+                &storage,
+                "--to-time",
+                t,
+            ],
+            &[],
+        ));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("Restore of backup point-r")
+                && text.contains("change-log segments of chain"),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     if fault {
         std::fs::write(dir.path().join("fault"), b"").expect("fault");
         let out = restore(&[]);
