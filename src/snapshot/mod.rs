@@ -7,15 +7,19 @@
 //! the live keys ([`inventory`]). It never writes, never panics on bad input, and reports
 //! damage as [`SnapshotError`] naming the file and the byte offset.
 
+mod crc;
 pub mod db;
 pub mod error;
 pub mod hashkv;
 pub mod inventory;
 mod live;
 pub mod mvcc;
+mod node;
+mod open;
 pub mod page;
 mod readahead;
 pub mod status;
+pub mod stream;
 pub mod trailer;
 mod walk_state;
 

@@ -1,0 +1,498 @@
+//! Checking a snapshot while it streams, with no copy of the database: what `lifeboat
+//! backup` uses instead of writing the stream to a spool file and reading it back.
+//!
+//! The stream arrives in page-id order, but the B+trees are walked in key order, which
+//! only their branch pages tell, and those may come anywhere. So the check works in two
+//! steps:
+//!
+//! 1. **While the stream passes** ([`StreamCheck::feed`]), every page below the
+//!    high-water mark gets a record in a scratch file, the *skeleton*
+//!    ([`record`] has the layout): branch pages with their keys and children; leaf pages
+//!    with their keys, values up to 64 KiB whole (meta, members, leases, users...),
+//!    bucket headers and inline buckets whole, and every other value as its length and
+//!    CRC-32C — for the `key` bucket's values (under revision keys) also whether they are
+//!    a `mvccpb.KeyValue` and the fingerprint of the user key inside ([`run`]); other
+//!    pages by their header alone. It cannot know yet which pages the trees reach — free
+//!    pages hold stale copies, an overflow page holds value bytes — so it keeps every
+//!    page that says it is a tree page at its own id; what is never reached is never
+//!    read again.
+//! 2. **When the stream has ended** ([`StreamCheck::finish`], [`Skeleton::status`]), the
+//!    length and meta pages are checked as for a file, and the very walk that checks a
+//!    file ([`super::db`]) runs over the skeleton: the same page, order, bounds and
+//!    reachability checks, the same errors, the same figures. The tree-order hash is put
+//!    together from the kept bytes and the digests ([`super::crc::combine`]); the live
+//!    keys are counted from the fingerprints.
+//!
+//! The result equals [`super::scan_status`] on the same bytes without its trailer check
+//! (tests compare them on real snapshots and damaged ones), with one rule added: in a
+//! tree page, elements must lie one after the other, as bbolt writes them.
+//!
+//! Memory: the first 2 MiB of the stream (the meta pages, checked at the end), the pages
+//! being kept (the element table and kept bytes of each, normally one or two pages; at
+//! most [`MAX_HELD`] together, beyond which the largest is dropped and would fail the
+//! check if reached), and 4 bytes per page for the index of the skeleton (1 MiB per GiB
+//! of database). The skeleton itself is a file, a few percent of the database: about
+//! 24 bytes per page plus 40–60 bytes per key.
+
+pub(crate) mod record;
+mod run;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::db::{Database, MAX_PAGE_BYTES, TRAILER_LEN, has_trailer};
+use super::error::{Corrupted, SnapshotError};
+use super::live::Fingerprinter;
+use super::open::{self, HEAD_NEEDED, Layout, MetaChoice};
+use super::page::{FLAG_BRANCH, FLAG_FREELIST, FLAG_LEAF, PAGE_HEADER_SIZE, PageHeader};
+use super::readahead::ReadAhead;
+use super::status::{self, Status};
+use run::Run;
+
+/// The pages being kept may hold at most this much memory together.
+pub const MAX_HELD: usize = 16 << 20;
+/// At most this many pages are kept at once (overlapping runs: stale free pages whose
+/// overflow covers live ones); beyond it the oldest is dropped.
+const MAX_RUNS: usize = 256;
+/// Bytes of the stream held until the meta pages can be read: after this much, which
+/// meta page is in use does not depend on the stream's length any more.
+const HEAD_LEN: usize = HEAD_NEEDED + TRAILER_LEN as usize;
+/// Index entry of a page without a record (the meta pages).
+const NO_RECORD: u32 = u32::MAX;
+
+/// A snapshot being checked as it streams. Feed it every byte of the stream (the
+/// trailer included), then [`StreamCheck::finish`] it.
+pub struct StreamCheck {
+    label: PathBuf,
+    scratch: Scratch,
+    prints: Fingerprinter,
+    /// The first [`HEAD_LEN`] bytes of the stream.
+    head: Vec<u8>,
+    total: u64,
+    /// The last 32 bytes seen (the trailer, once the stream ends).
+    tail: Vec<u8>,
+    pager: Option<Pager>,
+    /// The meta pages could not be read: nothing more is kept, [`StreamCheck::finish`]
+    /// says why.
+    unreadable: bool,
+}
+
+impl StreamCheck {
+    /// Creates the scratch file at `scratch` (mode 0600; it must not exist) for checking
+    /// the snapshot named `label` in messages.
+    pub fn create(scratch: &Path, label: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(scratch)?;
+        Ok(StreamCheck {
+            label: label.to_path_buf(),
+            scratch: Scratch {
+                path: scratch.to_path_buf(),
+                out: BufWriter::with_capacity(64 << 10, file),
+                written: 0,
+            },
+            prints: Fingerprinter::new(),
+            head: Vec::new(),
+            total: 0,
+            tail: Vec::with_capacity(2 * TRAILER_LEN as usize),
+            pager: None,
+            unreadable: false,
+        })
+    }
+
+    /// The next bytes of the stream. Fails only when the scratch file cannot be written.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        self.total += bytes.len() as u64;
+        self.keep_tail(bytes);
+        if self.pager.is_none() && !self.unreadable {
+            let take = (HEAD_LEN - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.head.len() < HEAD_LEN {
+                return Ok(());
+            }
+            // Enough to choose the meta page as the end of the stream will.
+            self.start_pages(HEAD_NEEDED as u64)?;
+        }
+        match &mut self.pager {
+            Some(p) => p.feed(bytes, &mut self.scratch, &self.prints),
+            None => Ok(()),
+        }
+    }
+
+    fn keep_tail(&mut self, bytes: &[u8]) {
+        let t = TRAILER_LEN as usize;
+        if bytes.len() >= t {
+            self.tail.clear();
+            self.tail.extend_from_slice(&bytes[bytes.len() - t..]);
+        } else {
+            self.tail.extend_from_slice(bytes);
+            let excess = self.tail.len().saturating_sub(t);
+            self.tail.drain(..excess);
+        }
+    }
+
+    /// Chooses the meta page from the head, for a database of `db_len` bytes, and keeps
+    /// the pages of the head.
+    fn start_pages(&mut self, db_len: u64) -> io::Result<()> {
+        let head = std::mem::take(&mut self.head);
+        let choice = open::choose_meta(&self.label, db_len, &|off, len| read_head(&head, off, len));
+        match choice {
+            Err(_) => self.unreadable = true,
+            Ok(choice) => {
+                let mut pager = Pager::new(choice);
+                pager.feed(&head, &mut self.scratch, &self.prints)?;
+                self.pager = Some(pager);
+            }
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    /// Writes out what is still buffered; fails when the scratch file cannot be written.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.scratch.out.flush()
+    }
+
+    /// The stream has ended: checks its length and meta pages as for a file, and returns
+    /// the skeleton to walk. Errors name the snapshot by its label (or the scratch file,
+    /// when that cannot be written).
+    pub fn finish(mut self) -> Result<Skeleton, SnapshotError> {
+        let scratch_path = self.scratch.path.clone();
+        let scratch_err = |e| SnapshotError::io(&scratch_path, e);
+        if self.pager.is_none() && !self.unreadable {
+            // The whole stream is in the head.
+            let db_len = if has_trailer(self.total) {
+                self.total - TRAILER_LEN
+            } else {
+                self.total
+            };
+            self.start_pages(db_len).map_err(scratch_err)?;
+        }
+        if let Some(p) = &mut self.pager {
+            p.finish(&mut self.scratch).map_err(scratch_err)?;
+        }
+        self.scratch.out.flush().map_err(scratch_err)?;
+        let tail = <[u8; 32]>::try_from(self.tail.as_slice()).unwrap_or([0; 32]);
+        let head = &self.head;
+        let layout = open::layout(&self.label, self.total, &|| Ok(tail), &|off, len| {
+            read_head(head, off, len)
+        })?;
+        let inconsistent = |what: &str| {
+            SnapshotError::corrupted(
+                &self.label,
+                Corrupted::new(format!("the stream check {what}"), 0),
+            )
+        };
+        let Some(pager) = self.pager else {
+            return Err(inconsistent(
+                "could not read the meta pages while streaming",
+            ));
+        };
+        if pager.choice != layout.choice {
+            return Err(inconsistent(
+                "read the meta pages differently while streaming",
+            ));
+        }
+        if (pager.index.len() as u64) < layout.choice.meta.pgid {
+            return Err(inconsistent("did not see every page"));
+        }
+        let file = self
+            .scratch
+            .out
+            .into_inner()
+            .map_err(|e| scratch_err(e.into_error()))?;
+        Ok(Skeleton {
+            label: self.label,
+            pages: SkeletonPages {
+                reader: ReadAhead::new(self.scratch.written),
+                file,
+                path: scratch_path,
+                index: pager.index,
+            },
+            layout,
+            prints: self.prints,
+        })
+    }
+}
+
+fn read_head(head: &[u8], off: u64, len: usize) -> Result<Vec<u8>, SnapshotError> {
+    usize::try_from(off)
+        .ok()
+        .and_then(|o| head.get(o..o.checked_add(len)?))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| {
+            SnapshotError::io(
+                Path::new("the start of the stream"),
+                io::Error::other("read past the bytes kept"),
+            )
+        })
+}
+
+/// The skeleton of a streamed snapshot, ready to be walked.
+pub struct Skeleton {
+    label: PathBuf,
+    pages: SkeletonPages,
+    layout: Layout,
+    prints: Fingerprinter,
+}
+
+impl Skeleton {
+    /// Walks the skeleton with every check of a file scan: the status figures, exactly
+    /// as [`super::scan_status`] computes them for the same bytes without checking the
+    /// trailer.
+    pub fn status(self) -> Result<Status, SnapshotError> {
+        let mut db = Database::from_skeleton(&self.label, self.pages, self.layout);
+        let label = self.label;
+        status::skeleton_status(&mut db, self.prints)
+            .map_err(|c| SnapshotError::corrupted(&label, c))
+    }
+}
+
+/// Checks the snapshot `reader` holds as `lifeboat backup` checks a stream, in pieces of
+/// `chunk` bytes (etcd sends 32 KiB), with its scratch file at `scratch` (removed
+/// afterwards).
+pub fn check_reader(
+    reader: &mut dyn Read,
+    chunk: usize,
+    scratch: &Path,
+    label: &Path,
+) -> Result<Status, SnapshotError> {
+    let scratch_err = |e| SnapshotError::io(scratch, e);
+    let mut check = StreamCheck::create(scratch, label).map_err(scratch_err)?;
+    let result = (|| {
+        let mut buf = vec![0u8; chunk.max(1)];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| SnapshotError::io(label, e))?;
+            if n == 0 {
+                break;
+            }
+            check.feed(&buf[..n]).map_err(scratch_err)?;
+        }
+        check.finish()?.status()
+    })();
+    let _ = std::fs::remove_file(scratch);
+    result
+}
+
+/// The skeleton's records, read back by page id.
+pub(crate) struct SkeletonPages {
+    file: File,
+    path: PathBuf,
+    /// Offset (in 8-byte units) of every page's record.
+    index: Vec<u32>,
+    reader: ReadAhead,
+}
+
+impl SkeletonPages {
+    /// The record of page `id` (at stream offset `offset`), without its length.
+    pub(crate) fn record(&mut self, id: u64, offset: u64) -> Result<Vec<u8>, Corrupted> {
+        let at = usize::try_from(id)
+            .ok()
+            .and_then(|i| self.index.get(i))
+            .copied()
+            .filter(|&a| a != NO_RECORD)
+            .ok_or_else(|| Corrupted::new(format!("page {id} was not streamed"), offset))?;
+        let at = u64::from(at) * 8;
+        let failed = |e: io::Error| {
+            Corrupted::new(
+                format!(
+                    "reading page {id} from the stream check's scratch file {}: {e}",
+                    self.path.display()
+                ),
+                offset,
+            )
+        };
+        let mut len = [0u8; 4];
+        self.reader
+            .read_exact_at(&self.file, &mut len, at)
+            .map_err(failed)?;
+        let len = u32::from_le_bytes(len) as usize;
+        let mut buf = vec![0u8; len];
+        self.reader
+            .read_exact_at(&self.file, &mut buf, at + 4)
+            .map_err(failed)?;
+        Ok(buf)
+    }
+}
+
+/// The scratch file being written.
+struct Scratch {
+    path: PathBuf,
+    out: BufWriter<File>,
+    written: u64,
+}
+
+impl Scratch {
+    /// Appends a record; returns its index entry.
+    fn write_record(&mut self, rec: &[u8]) -> io::Result<u32> {
+        let at = self.written / 8;
+        let len = u32::try_from(rec.len()).ok();
+        let (Ok(at), Some(len)) = (u32::try_from(at), len) else {
+            return Err(io::Error::other(
+                "the stream check's scratch file grew past 32 GiB",
+            ));
+        };
+        if at == NO_RECORD {
+            return Err(io::Error::other(
+                "the stream check's scratch file grew past 32 GiB",
+            ));
+        }
+        let pad = (8 - (4 + rec.len()) % 8) % 8;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out.write_all(rec)?;
+        self.out.write_all(&[0u8; 8][..pad])?;
+        self.written += (4 + rec.len() + pad) as u64;
+        Ok(at)
+    }
+}
+
+/// Cuts the stream into pages once their size is known, and keeps them.
+struct Pager {
+    choice: MetaChoice,
+    ps: usize,
+    /// The page being streamed, and how much of it has passed.
+    page: u64,
+    in_page: usize,
+    header: [u8; 16],
+    runs: Vec<Run>,
+    index: Vec<u32>,
+}
+
+impl Pager {
+    fn new(choice: MetaChoice) -> Self {
+        Pager {
+            ps: choice.meta.page_size as usize,
+            choice,
+            page: 0,
+            in_page: 0,
+            header: [0; 16],
+            runs: Vec::new(),
+            index: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, mut b: &[u8], out: &mut Scratch, prints: &Fingerprinter) -> io::Result<()> {
+        let pgid = self.choice.meta.pgid;
+        while !b.is_empty() && self.page < pgid {
+            let in_header = self.in_page < PAGE_HEADER_SIZE;
+            let mut take = (self.ps - self.in_page).min(b.len());
+            if in_header {
+                take = take.min(PAGE_HEADER_SIZE - self.in_page);
+                self.header[self.in_page..self.in_page + take].copy_from_slice(&b[..take]);
+            }
+            for run in &mut self.runs {
+                run.feed(&b[..take], prints);
+            }
+            self.in_page += take;
+            b = &b[take..];
+            if in_header && self.in_page == PAGE_HEADER_SIZE {
+                self.start_page(out, prints)?;
+            }
+            if self.in_page == self.ps {
+                self.end_page(out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The header of the page being streamed is in: keep the page as a tree page (or
+    /// the freelist) when it says it is one at its own id; otherwise record its header.
+    fn start_page(&mut self, out: &mut Scratch, prints: &Fingerprinter) -> io::Result<()> {
+        let id = self.page;
+        self.index.push(NO_RECORD);
+        if id < 2 {
+            return Ok(()); // the meta pages; no tree points at them
+        }
+        let ps = self.ps as u64;
+        let Ok(h) = PageHeader::parse(&self.header, id * ps) else {
+            return self.record(id, &header_only(&self.header), out);
+        };
+        let pages = u64::from(h.overflow) + 1;
+        let tree = h.flags == FLAG_LEAF
+            || h.flags == FLAG_BRANCH
+            || (h.flags == FLAG_FREELIST && id == self.choice.meta.freelist);
+        // What a read of this page would reject, it needs only the header for.
+        let readable = h.id == id
+            && id + pages - 1 < self.choice.meta.pgid
+            && (pages == 1 || pages * ps <= MAX_PAGE_BYTES);
+        if !(tree && readable) {
+            return self.record(id, &header_only(&self.header), out);
+        }
+        let mut run = Run::new(id, id * ps, (pages * ps) as usize, self.header, h.flags);
+        run.feed(&self.header, prints);
+        self.runs.push(run);
+        if self.runs.len() > MAX_RUNS {
+            let oldest = self.runs.remove(0);
+            self.not_kept(oldest, record::NotKept::TooLarge, out)?;
+        }
+        Ok(())
+    }
+
+    /// A page has passed: write the records of the pages that end with it, and keep
+    /// what is held within [`MAX_HELD`].
+    fn end_page(&mut self, out: &mut Scratch) -> io::Result<()> {
+        self.page += 1;
+        self.in_page = 0;
+        let mut i = 0;
+        while i < self.runs.len() {
+            if self.runs[i].done() {
+                let run = self.runs.remove(i);
+                let id = run.id;
+                let rec = run.finish();
+                self.record(id, &rec, out)?;
+            } else {
+                i += 1;
+            }
+        }
+        loop {
+            let held: usize = self.runs.iter().map(Run::held).sum();
+            if held <= MAX_HELD {
+                return Ok(());
+            }
+            let Some((largest, _)) = self.runs.iter().enumerate().max_by_key(|(_, r)| r.held())
+            else {
+                return Ok(());
+            };
+            let run = self.runs.remove(largest);
+            self.not_kept(run, record::NotKept::TooLarge, out)?;
+        }
+    }
+
+    fn not_kept(&mut self, run: Run, why: record::NotKept, out: &mut Scratch) -> io::Result<()> {
+        tracing::debug!(page = run.id, held = run.held(), %why, "stream check: page not kept");
+        let mut rec = Vec::new();
+        record::start(&mut rec, &run.header(), record::KIND_NOT_KEPT);
+        record::put_u8(&mut rec, why as u8);
+        self.record(run.id, &rec, out)
+    }
+
+    fn record(&mut self, id: u64, rec: &[u8], out: &mut Scratch) -> io::Result<()> {
+        let at = out.write_record(rec)?;
+        if let Some(slot) = usize::try_from(id).ok().and_then(|i| self.index.get_mut(i)) {
+            *slot = at;
+        }
+        Ok(())
+    }
+
+    /// The stream has ended: pages still being kept are cut short.
+    fn finish(&mut self, out: &mut Scratch) -> io::Result<()> {
+        for run in std::mem::take(&mut self.runs) {
+            self.not_kept(run, record::NotKept::StreamEnded, out)?;
+        }
+        Ok(())
+    }
+}
+
+fn header_only(header: &[u8; 16]) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(17);
+    record::start(&mut rec, header, record::KIND_HEADER_ONLY);
+    rec
+}
