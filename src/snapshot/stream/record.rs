@@ -2,7 +2,8 @@
 //! snapshot streams and read back by the tree walk.
 //!
 //! One record per page below the high-water mark, found through an index of offsets
-//! (4 bytes per page, in memory). All integers are little-endian.
+//! (4 bytes per page, in memory). Integers are little-endian; `var` is a LEB128 varint
+//! (7 bits a byte, low bits first), which keeps a `key` bucket element at about 46 bytes.
 //!
 //! ```text
 //! record            off  size  field
@@ -15,14 +16,14 @@
 //! leaf / branch       .     4  n: elements kept (those before the first bad one)
 //!                     .     .  n elements, then the error: 0, or 1 + error
 //! leaf element        0     1  flags: bit 0 bucket, bit 1 value digested
-//!                     1     4  offset of the value in the page (for messages)
-//!                     5     4  ksize, then the key
-//!                     .     .  kept value: vsize u32, the value
-//!                     .     .  digested value: vsize u64, CRC-32C u32, KeyValue u8
+//!                     1   var  offset of the value in the page (for messages)
+//!                     .   var  ksize, then the key
+//!                     .     .  kept value: vsize var, the value
+//!                     .     .  digested value: vsize var, CRC-32C u32, KeyValue u8
 //!                              (0 not decoded; 1 decoded: key fingerprint 16 bytes,
-//!                              value length u64; 2 rejected: reason code u8)
-//! branch element      0     8  child page id
-//!                     8     4  ksize, then the key
+//!                              value length var; 2 rejected: reason code u8)
+//! branch element      0   var  child page id
+//!                     .   var  ksize, then the key
 //! freelist            0     1  1: count u64 then the ids (u64 each); 0: error
 //! error               0     4  length of the message, the message, offset u64
 //! ```
@@ -98,6 +99,13 @@ pub(super) fn put_u32(out: &mut Vec<u8>, v: u32) {
 pub(super) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
+pub(super) fn put_var(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
 
 /// Starts a record: header and kind (the length prefix is added when it is written).
 pub(super) fn start(out: &mut Vec<u8>, header: &[u8; 16], kind: u8) {
@@ -127,8 +135,8 @@ pub(super) fn put_leaf_element_start(
 ) -> usize {
     let at = out.len();
     put_u8(out, if is_bucket { FLAG_BUCKET } else { 0 });
-    put_u32(out, value_offset as u32);
-    put_u32(out, ksize as u32);
+    put_var(out, value_offset as u64);
+    put_var(out, ksize as u64);
     at
 }
 
@@ -139,14 +147,14 @@ pub(super) fn set_digested(out: &mut [u8], flags_at: usize) {
 }
 
 pub(super) fn put_digest(out: &mut Vec<u8>, d: &ValueDigest) {
-    put_u64(out, d.len);
+    put_var(out, d.len);
     put_u32(out, d.crc);
     match d.kv {
         KvFacts::NotDecoded => put_u8(out, 0),
         KvFacts::Decoded { key, value_len } => {
             put_u8(out, 1);
             out.extend_from_slice(&key.0);
-            put_u64(out, value_len);
+            put_var(out, value_len);
         }
         KvFacts::Rejected(e) => {
             put_u8(out, 2);
@@ -211,6 +219,21 @@ impl<'a> Cursor<'a> {
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
+    fn var(&mut self) -> Result<u64, Corrupted> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let byte = self.u8()?;
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.damaged())
+    }
+    fn size(&mut self) -> Result<usize, Corrupted> {
+        let v = self.var()?;
+        usize::try_from(v).map_err(|_| self.damaged())
+    }
     fn error(&mut self) -> Result<Option<Corrupted>, Corrupted> {
         match self.u8()? {
             0 => Ok(None),
@@ -223,7 +246,7 @@ impl<'a> Cursor<'a> {
         }
     }
     fn digest(&mut self) -> Result<ValueDigest, Corrupted> {
-        let len = self.u64()?;
+        let len = self.var()?;
         let crc = self.u32()?;
         let kv = match self.u8()? {
             0 => KvFacts::NotDecoded,
@@ -232,7 +255,7 @@ impl<'a> Cursor<'a> {
                 key.copy_from_slice(self.bytes(16)?);
                 KvFacts::Decoded {
                     key: KeyPrint(key),
-                    value_len: self.u64()?,
+                    value_len: self.var()?,
                 }
             }
             2 => KvFacts::Rejected(KvError::from_code(self.u8()?).ok_or_else(|| self.damaged())?),
@@ -259,16 +282,16 @@ impl<'a> PageRecord<'a> {
             }),
             KIND_LEAF => {
                 let n = c.u32()? as usize;
-                let mut items = Vec::with_capacity(n.min(c.b.len() / 9));
+                let mut items = Vec::with_capacity(n.min(c.b.len() / 5));
                 for _ in 0..n {
                     let flags = c.u8()?;
-                    let value_offset = c.u32()? as usize;
-                    let ksize = c.u32()? as usize;
+                    let value_offset = c.size()?;
+                    let ksize = c.size()?;
                     let key = c.bytes(ksize)?;
                     let value = if flags & FLAG_DIGEST != 0 {
                         Value::Digest(c.digest()?)
                     } else {
-                        let vsize = c.u32()? as usize;
+                        let vsize = c.size()?;
                         Value::Bytes(c.bytes(vsize)?)
                     };
                     items.push(LeafItem {
@@ -285,10 +308,10 @@ impl<'a> PageRecord<'a> {
             }
             KIND_BRANCH => {
                 let n = c.u32()? as usize;
-                let mut items = Vec::with_capacity(n.min(c.b.len() / 12));
+                let mut items = Vec::with_capacity(n.min(c.b.len() / 2));
                 for _ in 0..n {
-                    let child = c.u64()?;
-                    let ksize = c.u32()? as usize;
+                    let child = c.var()?;
+                    let ksize = c.size()?;
                     items.push(BranchElement {
                         key: c.bytes(ksize)?,
                         child,

@@ -16,7 +16,7 @@
 
 use super::super::error::Corrupted;
 use super::super::live::{Fingerprinter, KeyHasher};
-use super::super::mvcc::{KeyValueStream, Revision};
+use super::super::mvcc::{KeyValue, KeyValueStream, Revision};
 use super::super::page::{PAGE_HEADER_SIZE, PageView};
 use super::record::{self, KvFacts, ValueDigest};
 
@@ -177,6 +177,22 @@ impl Run {
     }
 }
 
+/// What the stream check keeps of a whole `key` bucket value: the same verdict
+/// [`KeyValueStream`] reaches in pieces.
+fn whole_key_value(v: &[u8], prints: &Fingerprinter) -> KvFacts {
+    match KeyValue::decode(v) {
+        Ok(kv) => {
+            let mut key = prints.key_hasher();
+            key.write(kv.key);
+            KvFacts::Decoded {
+                key: key.finish(),
+                value_len: kv.value.len() as u64,
+            }
+        }
+        Err(e) => KvFacts::Rejected(e),
+    }
+}
+
 impl TreeRun {
     fn feed(
         &mut self,
@@ -188,6 +204,9 @@ impl TreeRun {
     ) {
         if self.items.is_none() {
             let want = self.table_end.min(len);
+            if self.head.is_empty() {
+                self.head.reserve_exact(want);
+            }
             let take = (want - self.head.len()).min(b.len());
             self.head.extend_from_slice(&b[..take]);
             b = &b[take..];
@@ -220,8 +239,8 @@ impl TreeRun {
                         );
                     } else {
                         flags_at = 0;
-                        record::put_u64(out, item.child);
-                        record::put_u32(out, item.ksize as u32);
+                        record::put_var(out, item.child);
+                        record::put_var(out, item.ksize as u64);
                     }
                     key_at = out.len();
                     self.part = Part::Key {
@@ -249,8 +268,27 @@ impl TreeRun {
                     let revision = Revision::parse(&out[*key_at..]).is_some();
                     let vsize = item.vsize;
                     self.part = if item.is_bucket || (!revision && vsize <= KEEP_VALUE_MAX) {
-                        record::put_u32(out, vsize as u32);
+                        record::put_var(out, vsize as u64);
                         Part::Kept { left: vsize }
+                    } else if b.len() >= vsize {
+                        // The whole value is here (the usual case): no need to decode it
+                        // in pieces.
+                        record::set_digested(out, *flags_at);
+                        let v = &b[..vsize];
+                        let kv = if revision {
+                            whole_key_value(v, prints)
+                        } else {
+                            KvFacts::NotDecoded
+                        };
+                        let digest = ValueDigest {
+                            len: vsize as u64,
+                            crc: crc32c::crc32c(v),
+                            kv,
+                        };
+                        record::put_digest(out, &digest);
+                        (b, pos) = (&b[vsize..], pos + vsize);
+                        self.cur += 1;
+                        Part::Before
                     } else {
                         record::set_digested(out, *flags_at);
                         Part::Digest {
@@ -314,7 +352,8 @@ impl TreeRun {
     /// The element table is in: check every element as a read from the file would, up
     /// to the first bad one, and start the record.
     fn check_table(&mut self, offset: u64, len: usize) {
-        let mut items = Vec::new();
+        let count = usize::from(u16::from_le_bytes([self.header[10], self.header[11]]));
+        let mut items = Vec::with_capacity(count.min(len / 16));
         match PageView::partial(&self.head, offset, len) {
             Err(e) => self.error = Some(e),
             Ok(view) => {
@@ -361,6 +400,8 @@ impl TreeRun {
                 }
             }
         }
+        // About what a `key` bucket element takes (46 bytes), so the record rarely grows.
+        self.out.reserve(32 + 48 * items.len());
         record::start(
             &mut self.out,
             &self.header,
