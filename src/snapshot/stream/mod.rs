@@ -110,6 +110,10 @@ impl StreamCheck {
         self.total += bytes.len() as u64;
         self.keep_tail(bytes);
         if self.pager.is_none() && !self.unreadable {
+            if self.head.is_empty() {
+                // Exactly: growing by doubling would copy it, and hold 4 MiB.
+                self.head.reserve_exact(HEAD_LEN);
+            }
             let take = (HEAD_LEN - self.head.len()).min(bytes.len());
             self.head.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
