@@ -426,10 +426,11 @@ pub(crate) fn hex(b: &[u8]) -> String {
 fn sha256_prefix(file: File, len: u64) -> std::io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut reader = file.take(len);
-    let mut buf = vec![0u8; 128 << 10];
+    let mut storage = Vec::new();
+    let buf = super::readahead::aligned(&mut storage, 128 << 10);
     let mut total = 0u64;
     loop {
-        let n = reader.read(&mut buf)?;
+        let n = reader.read(buf)?;
         if n == 0 {
             break;
         }
