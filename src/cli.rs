@@ -210,7 +210,8 @@ pub struct BackupArgs {
     pub etcd: EtcdArgs,
     #[command(flatten)]
     pub storage: StorageArgs,
-    /// Directory for the spool copy checked before the backup is committed.
+    /// Directory for the stream check's scratch file (the skeleton of the snapshot's
+    /// B+trees, a few percent of its size), removed when the backup ends.
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
     /// zstd compression level (1-19).

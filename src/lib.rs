@@ -14,7 +14,8 @@
 //! - [`changes`] is the change log for point-in-time recovery: segments of every
 //!   revision after a full backup (format and, as it grows, recording and replay).
 //! - [`snapshot`] reads a snapshot *file* offline (bbolt pages, status figures, key
-//!   inventory); backups are verified with it.
+//!   inventory), and checks a snapshot *stream* with the same walk over a skeleton of its
+//!   trees (`snapshot::stream`): that is how a backup is verified, without a copy.
 //! - [`cli`], [`output`] and [`progress`] are the command line: definitions, what is
 //!   printed (`-w simple|json|table`), progress on long transfers; `src/bin/lifeboat.rs`
 //!   only parses, calls and maps errors to exit codes.

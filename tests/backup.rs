@@ -12,7 +12,7 @@ use serde_json::Value;
 use support::etcd::Cluster;
 use support::h2_tamper::TrailerTamper;
 use support::lifeboat::{
-    filer_entries, files_under, lifeboat, ok, run, s3_objects, text, wait_for_spool,
+    filer_entries, files_under, lifeboat, ok, run, s3_objects, text, wait_for_stream,
 };
 use support::restored::Restored;
 use support::s3::SeaweedFs;
@@ -491,8 +491,8 @@ fn etcd_killed_mid_stream_leaves_nothing() {
     .stderr(Stdio::piped())
     .spawn()
     .expect("spawn backup");
-    // Wait until the spool holds some of the snapshot, then kill etcd.
-    wait_for_spool(&mut child, &spool, 8 << 20);
+    // Wait until some of the snapshot has streamed, then kill etcd.
+    wait_for_stream(&mut child, &spool, 8 << 20);
     cluster.kill(0);
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(1), "stdout: {}", text(&out.stdout));
@@ -615,7 +615,7 @@ fn s3_stopped_mid_upload_leaves_nothing() {
     .spawn()
     .expect("spawn backup");
     // Let a few parts go up, then take the S3 server away.
-    wait_for_spool(&mut child, &spool, 32 << 20);
+    wait_for_stream(&mut child, &spool, 32 << 20);
     // The upload is visible as a multipart upload in progress (so the check at the end
     // can see one if it is left behind).
     let uploads_dir = format!("/buckets/{}/.uploads/", s3.bucket);

@@ -13,7 +13,8 @@ use serde_json::Value;
 use support::daemon::Daemon;
 use support::etcd::Cluster;
 use support::lifeboat::{
-    filer_entries, files_under, http_get, lifeboat, metric, ok, run, s3_objects, wait_for_spool,
+    filer_entries, files_under, http_get, lifeboat, metric, ok, run, s3_objects, streamed_large_db,
+    wait_for_stream,
 };
 use support::process::{kill_child, spawn_guarded, wait_timeout};
 use support::s3::SeaweedFs;
@@ -363,7 +364,7 @@ fn sigterm_during_a_large_backup_exits_in_time_and_leaves_nothing() {
         spool.display()
     );
     let mut daemon = Daemon::start(dir.path(), "d", &config, &env);
-    wait_for_spool(&mut daemon.child, &spool, 32 << 20);
+    wait_for_stream(&mut daemon.child, &spool, 32 << 20);
     let uploads_dir = format!("/buckets/{}/.uploads/", s3.bucket);
     wait_until(Duration::from_secs(30), "a multipart upload", || {
         !filer_entries(&s3, &uploads_dir).is_empty()
@@ -408,7 +409,7 @@ fn sigterm_during_a_large_backup_exits_in_time_and_leaves_nothing() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = spawn_guarded(cmd).expect("spawn backup");
-    wait_for_spool(&mut child, &spool, 32 << 20);
+    wait_for_stream(&mut child, &spool, 32 << 20);
     wait_until(Duration::from_secs(30), "a multipart upload", || {
         !filer_entries(&s3, &uploads_dir).is_empty()
     });
@@ -554,11 +555,7 @@ fn losing_leadership_cancels_the_running_backup() {
     // Whoever leads starts streaming into its spool.
     let deadline = Instant::now() + Duration::from_secs(60);
     let leader = loop {
-        let streaming = (0..2).find(|&i| {
-            files_under(&spools[i])
-                .iter()
-                .any(|f| std::fs::metadata(spools[i].join(f)).is_ok_and(|m| m.len() >= 32 << 20))
-        });
+        let streaming = (0..2).find(|&i| streamed_large_db(&spools[i]) >= 32 << 20);
         if let Some(i) = streaming {
             break i;
         }

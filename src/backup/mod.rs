@@ -3,18 +3,20 @@
 //! ```text
 //!  etcd ──chunks──▶ processor thread ─────────────▶ upload task ──parts──▶ storage
 //!  (async)          sha256 of the db bytes          sha256 of stored bytes
-//!                   spool file (0600)               multipart, bounded parts
+//!                   stream check → skeleton (0600)  multipart, bounded parts
 //!                   zstd (multithreaded)
 //! ```
 //! Channels between the stages are bounded, so memory does not grow with the snapshot.
-//! When the stream ends: the trailer must equal the sha256 computed, and the spool file
-//! must read back as a consistent bbolt file whose revision is at least the one the member
-//! reported before streaming. While that check runs, the upload is completed and made
-//! durable; the manifest, written only after both, is the commit point. On any failure the
-//! multipart upload is aborted (or the completed data object deleted), the spool is
-//! removed, and no manifest is written.
+//! The stream check (`snapshot::stream`) keeps, in the spool file, the skeleton of the
+//! database's B+trees (keys, short values, digests of long ones: a few percent of the
+//! database), not a copy of it. When the stream ends: the trailer must equal the sha256
+//! computed, and the skeleton must walk as a consistent bbolt file (the checks of a file
+//! scan) whose revision is at least the one a linearizable read returned before
+//! streaming. While that walk runs, the upload is completed and made durable; the
+//! manifest, written only after both, is the commit point. On any failure the multipart
+//! upload is aborted (or the completed data object deleted), the spool is removed, and no
+//! manifest is written.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,13 +37,14 @@ use crate::encryption::Sink;
 use crate::etcd::{self, EtcdError, EtcdSettings, MemberStatus, SnapshotStream};
 use crate::repository::upload::ObjectUpload;
 use crate::repository::{Manifest, RepoError, Repository, StoredObject, explain, manifest};
+use crate::snapshot::stream::{Skeleton, StreamCheck};
 use crate::snapshot::trailer::TrailerSplit;
-use crate::snapshot::{self, ScanOptions, SnapshotError};
+use crate::snapshot::{self, SnapshotError};
 
 /// How a backup is taken.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
-    /// Where the snapshot is spooled for the bbolt check.
+    /// Where the stream check keeps its scratch file (the skeleton of the B+trees).
     pub spool_dir: PathBuf,
     pub zstd_level: i32,
     /// Compression threads (0: single-threaded in the processor thread).
@@ -173,7 +176,7 @@ pub async fn run(
     let id = manifest::new_id(started, rand_u32());
     let encrypted = !opts.recipients.is_empty();
     let key = Repository::data_key(&id, encrypted);
-    let spool = Spool::create(&opts.spool_dir, &id)?;
+    let (spool, check) = Spool::create(&opts.spool_dir, &id)?;
     tracing::info!(id = %id, endpoint = %source.endpoint, db_size = source.db_size, "backup started");
 
     let upload = repo
@@ -194,7 +197,7 @@ pub async fn run(
     let streamed = stream_and_store(
         &mut client,
         &source,
-        &spool,
+        (check, &spool),
         (writer, target),
         opts,
         progress,
@@ -217,17 +220,18 @@ pub async fn run(
     };
 
     tracing::debug!(id = %id, bytes = processed.plain_len, secs = t0.elapsed().as_secs_f64(), "stream complete");
-    // Verify before anything becomes visible. The bbolt check reads the whole spool: off
-    // the async workers (the daemon's election keep-alives and HTTP endpoint share them).
-    // Meanwhile the data object is completed and made durable: without its manifest it is
-    // not a backup (the manifest is the commit point), and a failed check deletes it.
-    // The two overlap because on file:// the fsync of the data object takes about as
-    // long as the check (docs/benchmarks.md).
+    // Verify before anything becomes visible. The walk of the skeleton reads the spool
+    // file: off the async workers (the daemon's election keep-alives and HTTP endpoint
+    // share them). Meanwhile the data object is completed and made durable: without its
+    // manifest it is not a backup (the manifest is the commit point), and a failed check
+    // deletes it. The two overlap because on file:// the fsync of the data object takes
+    // longer than the walk (docs/benchmarks.md).
     let check = {
-        let (path, endpoint) = (spool.path.clone(), source.endpoint.clone());
+        let endpoint = source.endpoint.clone();
         let trailer = (processed.trailer, processed.db_sha256, processed.plain_len);
+        let skeleton = processed.skeleton;
         let check = tokio::task::spawn_blocking(move || {
-            verify_spool(&path, &endpoint, trailer, read_revision)
+            verify_stream(skeleton, &endpoint, trailer, read_revision)
         });
         async {
             check.await.unwrap_or_else(|e| {
@@ -250,7 +254,7 @@ pub async fn run(
         (c, d) = async { tokio::join!(check, complete) } => (c, Some(d)),
         () = opts.cancel.cancelled() => (Err(BackupError::Cancelled), None),
     };
-    tracing::debug!(id = %id, secs = t0.elapsed().as_secs_f64(), "spool checked, data object stored");
+    tracing::debug!(id = %id, secs = t0.elapsed().as_secs_f64(), "snapshot checked, data object stored");
     let open_upload = completed.is_none();
     // Report the first cause: the check, then the upload; cancelled counts as failed.
     let failure = match (checked, completed) {
@@ -377,12 +381,14 @@ async fn abort(writer: &mut ObjectUpload, opts: &BackupOptions) {
 }
 
 /// What the processor thread saw.
-#[derive(Debug)]
 struct Processed {
     db_len: u64,
     plain_len: u64,
     db_sha256: [u8; 32],
     trailer: Option<[u8; 32]>,
+    /// The stream check's skeleton, or why the stream is not a sound bbolt file (told
+    /// only after the trailer check, which explains any damage first).
+    skeleton: Result<Skeleton, SnapshotError>,
 }
 
 struct Stored {
@@ -401,7 +407,7 @@ struct Streamed {
 async fn stream_and_store(
     client: &mut etcd_client::Client,
     source: &MemberStatus,
-    spool: &Spool,
+    (check, spool): (StreamCheck, &Spool),
     (writer, target): (ObjectUpload, UploadTarget),
     opts: &BackupOptions,
     progress: &dyn Progress,
@@ -410,22 +416,13 @@ async fn stream_and_store(
     // most ~3 MiB.
     let (raw_tx, raw_rx) = mpsc::channel::<Vec<Vec<u8>>>(2);
     let (zst_tx, zst_rx) = mpsc::channel::<Bytes>(2);
-    let file = match spool.file() {
-        Ok(f) => f,
-        Err(e) => {
-            return Streamed {
-                writer: Some(writer),
-                outcome: Err(e),
-            };
-        }
-    };
     let (level, workers) = (opts.zstd_level, opts.zstd_workers);
     let spool_path = spool.path.clone();
     let recipients = opts.recipients.clone();
     let processor = tokio::task::spawn_blocking(move || {
         let sink = Sink::new(ChannelWriter::new(zst_tx), &recipients)
             .map_err(|e| BackupError::Compress(format!("starting encryption: {e}")))?;
-        process(raw_rx, (file, spool_path), sink, level, workers)
+        process(raw_rx, (check, spool_path), sink, level, workers)
     });
     let uploader = tokio::spawn(upload(zst_rx, writer, target));
 
@@ -502,11 +499,11 @@ async fn pump(
     Ok(())
 }
 
-/// The processor thread: splits off the trailer, hashes, spools, compresses (and
-/// encrypts, when the sink does).
+/// The processor thread: splits off the trailer, hashes, checks the stream (keeping its
+/// skeleton in the spool file), compresses (and encrypts, when the sink does).
 fn process(
     mut rx: mpsc::Receiver<Vec<Vec<u8>>>,
-    (mut spool, spool_path): (File, PathBuf),
+    (mut check, spool_path): (StreamCheck, PathBuf),
     sink: Sink<ChannelWriter>,
     level: i32,
     workers: u32,
@@ -524,15 +521,15 @@ fn process(
         source: e,
     };
     while let Some(batch) = rx.blocking_recv() {
-        spool::write_batch(&mut spool, &batch).map_err(spool_err)?;
         for chunk in &batch {
             encoder.write_all(chunk).map_err(compress_err)?;
             split.update(chunk);
+            check.feed(chunk).map_err(spool_err)?;
         }
     }
-    // No fsync: the spool is a scratch copy read back at once from the page cache; the
+    // No fsync: the skeleton is scratch, read back at once from the page cache; the
     // stored object is what must be durable.
-    spool.flush().map_err(spool_err)?;
+    check.flush().map_err(spool_err)?;
     let sink = encoder.finish().map_err(compress_err)?;
     let mut channel = sink.finish().map_err(compress_err)?;
     channel.flush().map_err(compress_err)?;
@@ -542,6 +539,7 @@ fn process(
         plain_len: split.total,
         db_sha256: split.db_sha256,
         trailer: split.trailer,
+        skeleton: check.finish(),
     })
 }
 
@@ -579,11 +577,12 @@ async fn upload(
 }
 
 /// The checks that make a streamed snapshot trustworthy: the trailer equals the sha256
-/// of what was streamed, the spool copy is a consistent bbolt file, and its revision is at
-/// least `floor`, the revision of the linearizable read made through the member just
-/// before streaming (so the member was current, not cut off with stale data).
-fn verify_spool(
-    spool: &std::path::Path,
+/// of what was streamed, the stream is a consistent bbolt file (its skeleton walks with
+/// every check of a file scan), and its revision is at least `floor`, the revision of the
+/// linearizable read made through the member just before streaming (so the member was
+/// current, not cut off with stale data).
+fn verify_stream(
+    skeleton: Result<Skeleton, SnapshotError>,
     endpoint: &str,
     (trailer, db_sha256, plain_len): (Option<[u8; 32]>, [u8; 32], u64),
     floor: i64,
@@ -607,17 +606,14 @@ fn verify_spool(
         }
         Some(_) => {}
     }
-    // The sha256 was just checked on the stream; the spool check is the bbolt structure.
-    let status = snapshot::scan_status(
-        spool,
-        ScanOptions {
-            verify_trailer: false,
-        },
-    )
-    .map_err(|source_err| BackupError::Snapshot {
-        endpoint: endpoint.to_owned(),
-        source: source_err,
-    })?;
+    // The sha256 was just checked on the stream; the skeleton holds the bbolt structure.
+    let status =
+        skeleton
+            .and_then(Skeleton::status)
+            .map_err(|source_err| BackupError::Snapshot {
+                endpoint: endpoint.to_owned(),
+                source: source_err,
+            })?;
     let store_revision = status.store_revision();
     if store_revision < floor {
         return Err(bad(format!(

@@ -1,45 +1,35 @@
 //! The small pieces the pipeline hands bytes to: the batches that carry the stream to the
-//! processor thread, the spool file (the local copy that is checked before a backup is
-//! committed) and the writer that passes compressed bytes to the upload task.
+//! processor thread, the spool file (the stream check's scratch file, checked before a
+//! backup is committed) and the writer that passes compressed bytes to the upload task.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::BackupError;
+use crate::snapshot::stream::StreamCheck;
 
-/// The local copy of the snapshot: created 0600 with O_EXCL, removed when done.
+/// The spool file: the skeleton of the snapshot's B+trees that the stream check keeps
+/// (`snapshot::stream`), a few percent of the database. Created 0600 with O_EXCL,
+/// removed when done. Its name is still `lifeboat-<id>.db.spool`, the name that the
+/// daemon and the systemd units clean up after a run that was killed.
 pub(super) struct Spool {
     pub(super) path: PathBuf,
 }
 
 impl Spool {
-    pub(super) fn create(dir: &Path, id: &str) -> Result<Spool, BackupError> {
+    /// Creates the spool file in `dir` and the stream check that writes it.
+    pub(super) fn create(dir: &Path, id: &str) -> Result<(Spool, StreamCheck), BackupError> {
         let path = dir.join(format!("lifeboat-{id}.db.spool"));
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| BackupError::Spool {
+        let check = StreamCheck::create(&path, Path::new("the stream")).map_err(|source| {
+            BackupError::Spool {
                 path: path.clone(),
                 source,
-            })?;
-        Ok(Spool { path })
-    }
-
-    pub(super) fn file(&self) -> Result<File, BackupError> {
-        OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map_err(|source| BackupError::Spool {
-                path: self.path.clone(),
-                source,
-            })
+            }
+        })?;
+        Ok((Spool { path }, check))
     }
 
     pub(super) fn remove(&self) {
@@ -140,44 +130,5 @@ impl Batcher {
         let batch = std::mem::take(&mut self.batch);
         self.bytes = 0;
         self.tx.send(batch).await.is_ok()
-    }
-}
-
-/// Writes every chunk of a batch with as few `write` calls as the kernel allows.
-pub(super) fn write_batch(file: &mut File, batch: &[Vec<u8>]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|c| IoSlice::new(c)).collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the spool file accepts no more bytes",
-                ));
-            }
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_is_written_whole_and_in_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("spool");
-        let mut f = File::create(&path).expect("create");
-        let batch: Vec<Vec<u8>> = (0..300u32)
-            .map(|i| vec![(i % 251) as u8; 1 + (i as usize * 37) % 5000])
-            .chain([Vec::new()])
-            .collect();
-        write_batch(&mut f, &batch).expect("write");
-        drop(f);
-        assert_eq!(std::fs::read(&path).expect("read"), batch.concat());
     }
 }

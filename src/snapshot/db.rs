@@ -6,17 +6,25 @@
 //! structure that grows with the file is the set of pages already seen (one bit per
 //! page: 32 KiB for a 1 GiB database), which is how a page referenced twice — a cycle or
 //! a cross-linked tree — is caught, as bbolt's own consistency check does.
+//!
+//! The same walk runs over the skeleton a stream check kept instead of the file
+//! ([`Database::from_skeleton`], [`super::stream`]): its pages are records in which long
+//! values are digests ([`Entry::Digest`]), checked by the same rules.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{Corrupted, SnapshotError};
+use super::node::Node;
+use super::open::{self, Layout};
 use super::page::{
-    BucketHeader, FLAG_BRANCH, FLAG_FREELIST, FLAG_LEAF, MAX_PAGE_SIZE, MIN_PAGE_SIZE, Meta,
-    MetaProblem, NO_FREELIST, PAGE_HEADER_SIZE, PageHeader, PageView,
+    BucketHeader, FLAG_BRANCH, FLAG_FREELIST, FLAG_LEAF, Meta, NO_FREELIST, PAGE_HEADER_SIZE,
+    PageHeader, PageView,
 };
 use super::readahead::ReadAhead;
+use super::stream::SkeletonPages;
+use super::stream::record::{Value, ValueDigest};
 use super::walk_state::{KeyOrder, PageSet};
 
 /// Length of the sha256 digest etcd appends to a snapshot.
@@ -29,7 +37,7 @@ const MAX_DEPTH: usize = 64;
 /// The largest page (with its overflow) we agree to read: bigger than any value etcd
 /// accepts (`--max-request-bytes` is 1.5 MiB by default), small enough that a corrupted
 /// overflow count cannot make us allocate the whole file.
-const MAX_PAGE_BYTES: u64 = 256 << 20;
+pub(crate) const MAX_PAGE_BYTES: u64 = 256 << 20;
 
 /// etcd's rule (`hasChecksum` in etcdutl): a snapshot carries a sha256 trailer when its
 /// length is 32 more than a multiple of 512.
@@ -37,10 +45,11 @@ pub fn has_trailer(file_len: u64) -> bool {
     file_len % 512 == TRAILER_LEN
 }
 
-/// An open snapshot (or raw bbolt) file.
+/// An open snapshot (or raw bbolt) file, or the skeleton of a streamed one.
 pub struct Database {
+    /// The file, or what names the stream in messages.
     path: PathBuf,
-    file: File,
+    pages: Pages,
     file_len: u64,
     /// Length of the bbolt bytes: the file without its trailer.
     db_len: u64,
@@ -51,7 +60,12 @@ pub struct Database {
     meta_warning: Option<String>,
     seen: PageSet,
     bucket_depth: usize,
-    reader: ReadAhead,
+}
+
+/// Where the tree pages come from.
+enum Pages {
+    File { file: File, reader: ReadAhead },
+    Skeleton(SkeletonPages),
 }
 
 /// Where a bucket's tree lives: its own root page, or inline in its parent's leaf.
@@ -65,6 +79,8 @@ pub enum BucketRef<'a> {
 /// One entry of a bucket, as seen while walking it in key order.
 pub enum Entry<'a> {
     Value(&'a [u8]),
+    /// A value the stream check did not keep: its length and CRC (only from a skeleton).
+    Digest(ValueDigest),
     Bucket(BucketRef<'a>),
 }
 
@@ -86,159 +102,46 @@ impl Database {
             });
         }
         let file_len = md.len();
-        let not_bbolt = |reason: String| SnapshotError::NotBbolt {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if file_len < 2 * u64::from(MIN_PAGE_SIZE) {
-            return Err(not_bbolt(format!(
-                "{file_len} bytes is too small to hold the two bbolt meta pages"
-            )));
-        }
-        let (db_len, trailer) = if has_trailer(file_len) {
+        let read_trailer = || {
             let mut t = [0u8; 32];
             file.read_exact_at(&mut t, file_len - TRAILER_LEN)
                 .map_err(|e| SnapshotError::io(path, e))?;
-            (file_len - TRAILER_LEN, Some(t))
-        } else {
-            (file_len, None)
+            Ok(t)
         };
-
         let read = |off: u64, len: usize| -> Result<Vec<u8>, SnapshotError> {
-            let len = len.min(db_len.saturating_sub(off) as usize);
             let mut buf = vec![0u8; len];
             file.read_exact_at(&mut buf, off)
                 .map_err(|e| SnapshotError::io(path, e))?;
             Ok(buf)
         };
+        let layout = open::layout(path, file_len, &read_trailer, &read)?;
+        let reader =
+            ReadAhead::new(layout.choice.meta.pgid * u64::from(layout.choice.meta.page_size));
+        Ok(Self::new(path, Pages::File { file, reader }, layout))
+    }
 
-        // Meta page 0 tells the page size. If it is damaged, look for meta page 1 at every
-        // page size bbolt could have used, as bbolt itself falls back to meta page 1.
-        let first = read(0, PAGE_HEADER_SIZE + 64)?;
-        let meta0 = Meta::parse(&first);
-        let page_size = match meta0 {
-            Ok(m) => m.page_size,
-            Err(problem) => {
-                let mut found = None;
-                let mut ps = MIN_PAGE_SIZE;
-                while ps <= MAX_PAGE_SIZE && u64::from(ps) < db_len {
-                    let candidate = Meta::parse(&read(u64::from(ps), PAGE_HEADER_SIZE + 64)?);
-                    if candidate.is_ok_and(|m| m.page_size == ps) {
-                        found = Some(ps);
-                        break;
-                    }
-                    ps *= 2;
-                }
-                match found {
-                    Some(ps) => ps,
-                    None if problem == MetaProblem::Magic => {
-                        return Err(not_bbolt("no bbolt magic number in the meta pages".into()));
-                    }
-                    None => {
-                        return Err(SnapshotError::corrupted(
-                            path,
-                            Corrupted::new(
-                                format!(
-                                    "both meta pages are invalid (meta page 0: {problem}; \
-                                     meta page 1 not found)"
-                                ),
-                                0,
-                            ),
-                        ));
-                    }
-                }
-            }
-        };
-        if !page_size.is_power_of_two() || !(MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size) {
-            return Err(SnapshotError::corrupted(
-                path,
-                Corrupted::new(format!("meta page size {page_size} is not valid"), 24),
-            ));
-        }
-        let ps = u64::from(page_size);
-        // bbolt files are whole pages; a snapshot adds exactly the trailer.
-        if db_len % ps != 0 {
-            return Err(SnapshotError::BadLength {
-                path: path.to_path_buf(),
-                len: file_len,
-                page_size,
-            });
-        }
-        let meta1 = if 2 * ps <= db_len {
-            Meta::parse(&read(ps, PAGE_HEADER_SIZE + 64)?)
-        } else {
-            Err(MetaProblem::Magic)
-        };
+    /// The database a stream check kept: its skeleton's pages, named `label` in messages.
+    pub(crate) fn from_skeleton(label: &Path, pages: SkeletonPages, layout: Layout) -> Self {
+        Self::new(label, Pages::Skeleton(pages), layout)
+    }
 
-        // Like bbolt: prefer the meta with the higher txid; fall back to the other one.
-        let (meta, meta_page, meta_warning) = match (meta0, meta1) {
-            (Ok(a), Ok(b)) if b.txid > a.txid => (b, 1, None),
-            (Ok(a), Ok(_)) => (a, 0, None),
-            (Ok(a), Err(p)) => (a, 0, Some(format!("meta page 1 is invalid ({p})"))),
-            (Err(p), Ok(b)) => (b, 1, Some(format!("meta page 0 is invalid ({p})"))),
-            (Err(p0), Err(p1)) => {
-                return Err(SnapshotError::corrupted(
-                    path,
-                    Corrupted::new(
-                        format!("both meta pages are invalid (page 0: {p0}; page 1: {p1})"),
-                        0,
-                    ),
-                ));
-            }
-        };
-        if meta.page_size != page_size {
-            return Err(SnapshotError::corrupted(
-                path,
-                Corrupted::new(
-                    format!(
-                        "meta pages disagree on the page size ({} and {page_size})",
-                        meta.page_size
-                    ),
-                    u64::from(meta_page) * ps + 24,
-                ),
-            ));
-        }
-        let needed = meta.pgid.checked_mul(ps).ok_or_else(|| {
-            SnapshotError::corrupted(
-                path,
-                Corrupted::new(format!("meta page count {} is absurd", meta.pgid), 56),
-            )
-        })?;
-        if needed > db_len {
-            return Err(SnapshotError::Truncated {
-                path: path.to_path_buf(),
-                expected: needed,
-                actual: file_len,
-            });
-        }
-        if meta.pgid < 3 || meta.root < 2 || meta.root >= meta.pgid {
-            return Err(SnapshotError::corrupted(
-                path,
-                Corrupted::new(
-                    format!(
-                        "meta root page {} is outside the database ({} pages)",
-                        meta.root, meta.pgid
-                    ),
-                    u64::from(meta_page) * ps + 32,
-                ),
-            ));
-        }
+    fn new(path: &Path, pages: Pages, layout: Layout) -> Self {
+        let meta = layout.choice.meta;
         let mut seen = PageSet::new(meta.pgid);
         seen.insert(0);
         seen.insert(1);
-        Ok(Database {
+        Database {
             path: path.to_path_buf(),
-            file,
-            file_len,
-            db_len,
-            trailer,
+            pages,
+            file_len: layout.file_len,
+            db_len: layout.db_len,
+            trailer: layout.trailer,
             meta,
-            meta_page,
-            meta_warning,
+            meta_page: layout.choice.meta_page,
+            meta_warning: layout.choice.warning,
             seen,
             bucket_depth: 0,
-            reader: ReadAhead::new(needed),
-        })
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -277,13 +180,19 @@ impl Database {
 
     /// A second handle on the file, for reading it in another thread (the trailer check).
     pub fn try_clone_file(&self) -> Result<File, SnapshotError> {
-        self.file
-            .try_clone()
-            .map_err(|e| SnapshotError::io(&self.path, e))
+        match &self.pages {
+            Pages::File { file, .. } => file
+                .try_clone()
+                .map_err(|e| SnapshotError::io(&self.path, e)),
+            Pages::Skeleton(_) => Err(SnapshotError::io(
+                &self.path,
+                std::io::Error::other("a streamed snapshot has no file to read"),
+            )),
+        }
     }
 
-    /// Reads page `id` and its overflow pages, checking its header against where it was
-    /// found, and marks those pages as seen.
+    /// Reads page `id` and its overflow pages (or their record in the skeleton),
+    /// checking its header against where it was found, and marks those pages as seen.
     fn read_page(&mut self, id: u64, referrer: u64) -> Result<(Vec<u8>, u64), Corrupted> {
         let ps = u64::from(self.meta.page_size);
         if id < 2 || id >= self.meta.pgid {
@@ -296,10 +205,16 @@ impl Database {
             ));
         }
         let offset = id * ps;
-        let mut buf = vec![0u8; ps as usize];
-        self.reader
-            .read_exact_at(&self.file, &mut buf, offset)
-            .map_err(|e| Corrupted::new(format!("reading page {id}: {e}"), offset))?;
+        let mut buf = match &mut self.pages {
+            Pages::File { file, reader } => {
+                let mut buf = vec![0u8; ps as usize];
+                reader
+                    .read_exact_at(file, &mut buf, offset)
+                    .map_err(|e| Corrupted::new(format!("reading page {id}: {e}"), offset))?;
+                buf
+            }
+            Pages::Skeleton(pages) => pages.record(id, offset)?,
+        };
         let header = PageHeader::parse(&buf, offset)?;
         if header.id != id {
             return Err(Corrupted::new(
@@ -329,10 +244,12 @@ impl Database {
                     offset + 12,
                 ));
             }
-            buf.resize(total as usize, 0);
-            self.reader
-                .read_exact_at(&self.file, &mut buf[ps as usize..], offset + ps)
-                .map_err(|e| Corrupted::new(format!("reading page {id}: {e}"), offset))?;
+            if let Pages::File { file, reader } = &mut self.pages {
+                buf.resize(total as usize, 0);
+                reader
+                    .read_exact_at(file, &mut buf[ps as usize..], offset + ps)
+                    .map_err(|e| Corrupted::new(format!("reading page {id}: {e}"), offset))?;
+            }
         }
         for p in id..=last {
             if !self.seen.insert(p) {
@@ -343,6 +260,14 @@ impl Database {
             }
         }
         Ok((buf, offset))
+    }
+
+    /// The page read by [`Database::read_page`], as the walk sees it.
+    fn node<'b>(&self, buf: &'b [u8], offset: u64, id: u64) -> Result<Node<'b>, Corrupted> {
+        match self.pages {
+            Pages::File { .. } => Ok(Node::Raw(PageView::new(buf, offset)?)),
+            Pages::Skeleton(_) => Node::kept(buf, offset, id),
+        }
     }
 
     /// Walks the root bucket (whose entries are the top-level buckets).
@@ -393,7 +318,7 @@ impl Database {
                         offset + 8,
                     ));
                 }
-                self.visit_leaf(&page, &mut order, visit)
+                self.visit_leaf(&Node::Raw(page), offset, &mut order, visit)
             }
         }
     }
@@ -413,11 +338,12 @@ impl Database {
             ));
         }
         let (buf, offset) = self.read_page(id, referrer)?;
-        let page = PageView::new(&buf, offset)?;
-        match page.header.flags {
-            FLAG_LEAF => self.visit_leaf(&page, order, visit),
+        let page = self.node(&buf, offset, id)?;
+        let header = page.header();
+        match header.flags {
+            FLAG_LEAF => self.visit_leaf(&page, offset, order, visit),
             FLAG_BRANCH => {
-                let count = usize::from(page.header.count);
+                let count = usize::from(header.count);
                 if count == 0 {
                     return Err(Corrupted::new("branch page has no elements", offset + 10));
                 }
@@ -440,8 +366,8 @@ impl Database {
             _ => Err(Corrupted::new(
                 format!(
                     "page {id} is a {} page ({:#x}) where a branch or leaf page belongs",
-                    page.header.kind(),
-                    page.header.flags
+                    header.kind(),
+                    header.flags
                 ),
                 offset + 8,
             )),
@@ -450,29 +376,38 @@ impl Database {
 
     fn visit_leaf(
         &mut self,
-        page: &PageView<'_>,
+        page: &Node<'_>,
+        offset: u64,
         order: &mut KeyOrder,
         visit: &mut Visit<'_>,
     ) -> Result<(), Corrupted> {
-        for i in 0..usize::from(page.header.count) {
-            let e = page.leaf_element(i)?;
+        for i in 0..usize::from(page.header().count) {
+            let e = page.leaf_item(i)?;
             if !order.accept(e.key) {
                 return Err(Corrupted::new(
                     format!("leaf page: keys out of order at element {i}"),
-                    page.offset + (PAGE_HEADER_SIZE + i * 16) as u64,
+                    offset + (PAGE_HEADER_SIZE + i * 16) as u64,
                 ));
             }
-            let value_at = page.offset + e.value_offset as u64;
-            if e.is_bucket {
-                let h = BucketHeader::parse(e.value, value_at)?;
-                let bucket = if h.root == 0 {
-                    BucketRef::Inline(&e.value[16..], value_at + 16)
-                } else {
-                    BucketRef::Page(h.root)
-                };
-                visit(self, e.key, Entry::Bucket(bucket), value_at)?;
-            } else {
-                visit(self, e.key, Entry::Value(e.value), value_at)?;
+            let value_at = offset + e.value_offset as u64;
+            match (e.is_bucket, e.value) {
+                (true, Value::Bytes(v)) => {
+                    let h = BucketHeader::parse(v, value_at)?;
+                    let bucket = if h.root == 0 {
+                        BucketRef::Inline(&v[16..], value_at + 16)
+                    } else {
+                        BucketRef::Page(h.root)
+                    };
+                    visit(self, e.key, Entry::Bucket(bucket), value_at)?;
+                }
+                (false, Value::Bytes(v)) => visit(self, e.key, Entry::Value(v), value_at)?,
+                (false, Value::Digest(d)) => visit(self, e.key, Entry::Digest(d), value_at)?,
+                (true, Value::Digest(_)) => {
+                    return Err(Corrupted::new(
+                        "the stream check did not keep this bucket's header",
+                        value_at,
+                    ));
+                }
             }
         }
         Ok(())
@@ -484,12 +419,12 @@ impl Database {
         fn nested(db: &mut Database, b: BucketRef<'_>, at: u64) -> Result<(), Corrupted> {
             db.walk_bucket(b, at, &mut |db, _k, e, at| match e {
                 Entry::Bucket(b) => nested(db, b, at),
-                Entry::Value(_) => Ok(()),
+                Entry::Value(_) | Entry::Digest(_) => Ok(()),
             })
         }
         self.walk_root(&mut |db, _k, e, at| match e {
             Entry::Bucket(b) => nested(db, b, at),
-            Entry::Value(_) => Ok(()),
+            Entry::Value(_) | Entry::Digest(_) => Ok(()),
         })?;
         self.check_free_pages()
     }
@@ -505,10 +440,10 @@ impl Database {
         let meta_at = u64::from(self.meta_page) * u64::from(self.meta.page_size) + 48;
         let fl = self.meta.freelist;
         let (buf, offset) = self.read_page(fl, meta_at)?;
-        let page = PageView::new(&buf, offset)?;
-        if page.header.flags != FLAG_FREELIST {
+        let page = self.node(&buf, offset, fl)?;
+        if page.header().flags != FLAG_FREELIST {
             return Err(Corrupted::new(
-                format!("freelist page {fl} is a {} page", page.header.kind()),
+                format!("freelist page {fl} is a {} page", page.header().kind()),
                 offset + 8,
             ));
         }

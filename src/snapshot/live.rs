@@ -15,8 +15,12 @@
 //! deduplicated and merged into the set in place: puts replace or insert, deletes
 //! remove. Peak memory is about 1.6 × the set: 26 bytes per live key for the count,
 //! 38 with the value size and group that `inspect` needs.
+//!
+//! The stream check fingerprints keys while they stream past, in pieces
+//! ([`KeyHasher`]), long before it knows which records are live; it gives its
+//! [`Fingerprinter`] to the set that counts them later ([`LiveSet::with_fingerprinter`]).
 
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};
 
 /// A key's fingerprint. Bit 0 of `lo` is not part of it: in a record, it marks a delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -34,7 +38,23 @@ impl Fingerprint {
     }
 }
 
+/// A key's fingerprint as it is stored: 16 bytes, the delete bit clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyPrint(pub(crate) [u8; 16]);
+
+impl KeyPrint {
+    fn record(self, delete: bool) -> Fingerprint {
+        let (hi, lo) = self.0.split_at(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        Fingerprint {
+            hi: word(hi),
+            lo: (word(lo) & !1) | u64::from(delete),
+        }
+    }
+}
+
 /// Hashes keys into fingerprints (fresh random hash keys for each instance).
+#[derive(Clone)]
 pub(crate) struct Fingerprinter {
     a: RandomState,
     b: RandomState,
@@ -48,15 +68,40 @@ impl Fingerprinter {
         }
     }
 
-    fn of(&self, key: &[u8], delete: bool) -> Fingerprint {
-        let mut a = self.a.build_hasher();
-        a.write(key);
-        let mut b = self.b.build_hasher();
-        b.write(key);
-        Fingerprint {
-            hi: a.finish(),
-            lo: (b.finish() & !1) | u64::from(delete),
+    /// A hasher for one key fed in pieces.
+    pub(crate) fn key_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            a: self.a.build_hasher(),
+            b: self.b.build_hasher(),
         }
+    }
+
+    fn of(&self, key: &[u8], delete: bool) -> Fingerprint {
+        let mut h = self.key_hasher();
+        h.write(key);
+        h.finish().record(delete)
+    }
+}
+
+/// One key's fingerprint, computed from its bytes in pieces: SipHash is defined on the
+/// byte string, so the pieces' boundaries do not matter (a test checks it).
+#[derive(Clone)]
+pub(crate) struct KeyHasher {
+    a: DefaultHasher,
+    b: DefaultHasher,
+}
+
+impl KeyHasher {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        self.a.write(bytes);
+        self.b.write(bytes);
+    }
+
+    pub(crate) fn finish(&self) -> KeyPrint {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.a.finish().to_le_bytes());
+        out[8..].copy_from_slice(&(self.b.finish() & !1).to_le_bytes());
+        KeyPrint(out)
     }
 }
 
@@ -73,8 +118,13 @@ pub(crate) struct LiveSet<P: Copy + Default> {
 
 impl<P: Copy + Default> LiveSet<P> {
     pub(crate) fn new() -> Self {
+        Self::with_fingerprinter(Fingerprinter::new())
+    }
+
+    /// A set that also takes fingerprints made by `hasher` ([`LiveSet::put_print`]).
+    pub(crate) fn with_fingerprinter(hasher: Fingerprinter) -> Self {
         LiveSet {
-            hasher: Fingerprinter::new(),
+            hasher,
             live: Vec::new(),
             pending: Vec::new(),
         }
@@ -90,6 +140,16 @@ impl<P: Copy + Default> LiveSet<P> {
     pub(crate) fn delete(&mut self, key: &[u8]) {
         let fp = self.hasher.of(key, true);
         self.push((fp, P::default()));
+    }
+
+    /// A put of the key whose fingerprint (by this set's fingerprinter) is `print`.
+    pub(crate) fn put_print(&mut self, print: KeyPrint, payload: P) {
+        self.push((print.record(false), payload));
+    }
+
+    /// A delete of the key whose fingerprint is `print`.
+    pub(crate) fn delete_print(&mut self, print: KeyPrint) {
+        self.push((print.record(true), P::default()));
     }
 
     fn push(&mut self, record: (Fingerprint, P)) {
@@ -218,6 +278,37 @@ mod tests {
             want.sort();
             prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn a_key_hashed_in_pieces_has_the_fingerprint_of_the_whole() {
+        let fp = Fingerprinter::new();
+        let key: Vec<u8> = (0..300u32).map(|i| (i * 7 % 256) as u8).collect();
+        let whole = {
+            let mut h = fp.key_hasher();
+            h.write(&key);
+            h.finish()
+        };
+        for cuts in [&[0usize][..], &[1], &[7, 8], &[3, 64, 65, 200], &[299]] {
+            let mut h = fp.key_hasher();
+            let mut at = 0;
+            for &c in cuts.iter().chain([&key.len()]) {
+                h.write(&key[at..c]);
+                at = c;
+            }
+            assert_eq!(h.finish(), whole, "cut at {cuts:?}");
+        }
+        let mut set = LiveSet::<()>::with_fingerprinter(fp.clone());
+        set.put(&key, ());
+        set.put_print(whole, ());
+        set.put(b"other", ());
+        set.delete_print({
+            let mut h = fp.key_hasher();
+            h.write(b"oth");
+            h.write(b"er");
+            h.finish()
+        });
+        assert_eq!(set.count(), 1);
     }
 
     #[test]

@@ -4,18 +4,27 @@
 //! module parses bbolt pages itself ([`page`]), walks the B+trees with bounded memory and
 //! bbolt's consistency checks ([`db`]), decodes etcd's MVCC records ([`mvcc`]), computes
 //! the figures `etcdutl snapshot status` prints plus our own ([`status`]), and summarises
-//! the live keys ([`inventory`]). It never writes, never panics on bad input, and reports
-//! damage as [`SnapshotError`] naming the file and the byte offset.
+//! the live keys ([`inventory`]). It never panics on bad input, and reports damage as
+//! [`SnapshotError`] naming the file and the byte offset.
+//!
+//! [`stream`] checks a snapshot as it streams (the backup): it keeps a skeleton of the
+//! trees in a scratch file and, when the stream ends, runs the same walk over it
+//! ([`db::Database::from_skeleton`], `node.rs`), with the length and meta checks shared
+//! through `open.rs` and the tree-order hash recombined by `crc.rs`.
 
+mod crc;
 pub mod db;
 pub mod error;
 pub mod hashkv;
 pub mod inventory;
 mod live;
 pub mod mvcc;
+mod node;
+mod open;
 pub mod page;
 mod readahead;
 pub mod status;
+pub mod stream;
 pub mod trailer;
 mod walk_state;
 

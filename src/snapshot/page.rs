@@ -190,6 +190,24 @@ pub struct LeafElement<'a> {
     pub is_bucket: bool,
 }
 
+/// Where a leaf element's key and value are, checked against the page but not read:
+/// the key is `ksize` bytes from `start` (an offset in the page), the value follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafLayout {
+    pub start: usize,
+    pub ksize: usize,
+    pub vsize: usize,
+    pub is_bucket: bool,
+}
+
+/// Where a branch element's key is, checked against the page but not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BranchLayout {
+    pub start: usize,
+    pub ksize: usize,
+    pub child: u64,
+}
+
 /// A page held in memory: its bytes (header included, overflow pages appended) and the
 /// file offset of its first byte, used to report where a problem is.
 #[derive(Debug, Clone, Copy)]
@@ -197,22 +215,32 @@ pub struct PageView<'a> {
     pub bytes: &'a [u8],
     pub offset: u64,
     pub header: PageHeader,
+    /// The page's length with its overflow pages. Equal to `bytes.len()`, except for a
+    /// page still streaming in, of which only the start is held ([`PageView::partial`]).
+    len: usize,
 }
 
 impl<'a> PageView<'a> {
     pub fn new(bytes: &'a [u8], offset: u64) -> Result<Self, Corrupted> {
+        Self::partial(bytes, offset, bytes.len())
+    }
+
+    /// The first bytes of a page of `len` bytes: enough to check element layouts
+    /// ([`PageView::leaf_layout`], [`PageView::branch_layout`]) while the rest streams in.
+    pub fn partial(bytes: &'a [u8], offset: u64, len: usize) -> Result<Self, Corrupted> {
         let header = PageHeader::parse(bytes, offset)?;
         Ok(PageView {
             bytes,
             offset,
             header,
+            len,
         })
     }
 
     /// Checks that the element table fits in the page; returns its length in bytes.
-    fn elements_end(&self) -> Result<usize, Corrupted> {
+    pub fn elements_end(&self) -> Result<usize, Corrupted> {
         let end = PAGE_HEADER_SIZE + usize::from(self.header.count) * ELEMENT_SIZE;
-        if end > self.bytes.len() {
+        if end > self.len {
             return Err(Corrupted::new(
                 format!(
                     "{} page element count {} does not fit in the page",
@@ -225,21 +253,19 @@ impl<'a> PageView<'a> {
         Ok(end)
     }
 
-    /// Reads `len` bytes at `elem_off + pos` where `pos` came from the element: keys and
-    /// values are addressed relative to their element.
-    fn slice_from(
+    /// Checks `len` bytes at `elem_off + pos` where `pos` came from the element: keys
+    /// and values are addressed relative to their element. Returns the start offset.
+    fn range_from(
         &self,
         elem_off: usize,
         pos: u32,
         len: u32,
         what: &str,
-    ) -> Result<&'a [u8], Corrupted> {
+    ) -> Result<usize, Corrupted> {
         let start = elem_off.checked_add(pos as usize);
         let end = start.and_then(|s| s.checked_add(len as usize));
         match (start, end) {
-            (Some(s), Some(e)) if e <= self.bytes.len() && s >= self.elements_end()? => {
-                Ok(&self.bytes[s..e])
-            }
+            (Some(s), Some(e)) if e <= self.len && s >= self.elements_end()? => Ok(s),
             _ => Err(Corrupted::new(
                 format!(
                     "{} page: {what} (pos {pos}, len {len}) points outside the page",
@@ -250,18 +276,43 @@ impl<'a> PageView<'a> {
         }
     }
 
-    pub fn branch_element(&self, i: usize) -> Result<BranchElement<'a>, Corrupted> {
+    /// The bytes `start..start + len` of the page, which a layout check put inside it.
+    fn held(&self, start: usize, len: usize) -> Result<&'a [u8], Corrupted> {
+        start
+            .checked_add(len)
+            .and_then(|end| self.bytes.get(start..end))
+            .ok_or_else(|| {
+                Corrupted::new(
+                    format!("{} page: bytes not held", self.header.kind()),
+                    self.offset + start as u64,
+                )
+            })
+    }
+
+    pub fn branch_layout(&self, i: usize) -> Result<BranchLayout, Corrupted> {
         self.elements_end()?;
         let off = PAGE_HEADER_SIZE + i * ELEMENT_SIZE;
         let short = || Corrupted::new("branch element is cut short", self.offset + off as u64);
         let pos = u32_at(self.bytes, off).ok_or_else(short)?;
         let ksize = u32_at(self.bytes, off + 4).ok_or_else(short)?;
         let child = u64_at(self.bytes, off + 8).ok_or_else(short)?;
-        let key = self.slice_from(off, pos, ksize, "branch key")?;
-        Ok(BranchElement { key, child })
+        let start = self.range_from(off, pos, ksize, "branch key")?;
+        Ok(BranchLayout {
+            start,
+            ksize: ksize as usize,
+            child,
+        })
     }
 
-    pub fn leaf_element(&self, i: usize) -> Result<LeafElement<'a>, Corrupted> {
+    pub fn branch_element(&self, i: usize) -> Result<BranchElement<'a>, Corrupted> {
+        let l = self.branch_layout(i)?;
+        Ok(BranchElement {
+            key: self.held(l.start, l.ksize)?,
+            child: l.child,
+        })
+    }
+
+    pub fn leaf_layout(&self, i: usize) -> Result<LeafLayout, Corrupted> {
         self.elements_end()?;
         let off = PAGE_HEADER_SIZE + i * ELEMENT_SIZE;
         let short = || Corrupted::new("leaf element is cut short", self.offset + off as u64);
@@ -275,19 +326,30 @@ impl<'a> PageView<'a> {
                 self.offset + off as u64,
             ));
         }
-        let kv = self.slice_from(off, pos, ksize.saturating_add(vsize), "leaf key/value")?;
+        let start = self.range_from(off, pos, ksize.saturating_add(vsize), "leaf key/value")?;
         if ksize.checked_add(vsize).is_none() {
             return Err(Corrupted::new(
                 "leaf key and value sizes overflow",
                 self.offset + off as u64,
             ));
         }
-        let (key, value) = kv.split_at(ksize as usize);
+        Ok(LeafLayout {
+            start,
+            ksize: ksize as usize,
+            vsize: vsize as usize,
+            is_bucket: flags & LEAF_FLAG_BUCKET != 0,
+        })
+    }
+
+    pub fn leaf_element(&self, i: usize) -> Result<LeafElement<'a>, Corrupted> {
+        let l = self.leaf_layout(i)?;
+        let kv = self.held(l.start, l.ksize + l.vsize)?;
+        let (key, value) = kv.split_at(l.ksize);
         Ok(LeafElement {
             key,
             value,
-            value_offset: off + pos as usize + ksize as usize,
-            is_bucket: flags & LEAF_FLAG_BUCKET != 0,
+            value_offset: l.start + l.ksize,
+            is_bucket: l.is_bucket,
         })
     }
 

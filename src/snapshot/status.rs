@@ -21,8 +21,9 @@ use sha2::{Digest, Sha256};
 
 use super::db::{BucketRef, Database, Entry};
 use super::error::{Corrupted, SnapshotError};
-use super::live::LiveSet;
+use super::live::{Fingerprinter, KeyPrint, LiveSet};
 use super::mvcc::{KeyValue, Revision};
+use super::stream::record::{KvFacts, Value};
 
 /// The figures of one snapshot file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -148,6 +149,36 @@ pub fn scan_status(path: &Path, options: ScanOptions) -> Result<Status, Snapshot
 /// the caller.
 pub(crate) type OnKey<'a> = dyn FnMut(&[u8], Option<u64>) + 'a;
 
+/// A user key as a walk reports it: its bytes (from a file), or its fingerprint (from a
+/// stream check's skeleton, which keeps no user keys).
+pub(crate) enum UserKey<'a> {
+    Bytes(&'a [u8]),
+    Print(KeyPrint),
+}
+
+/// The status figures of a stream check's skeleton, as [`scan_status`] computes them
+/// for the same bytes without checking the trailer; `prints` made the skeleton's
+/// fingerprints.
+pub(crate) fn skeleton_status(
+    db: &mut Database,
+    prints: Fingerprinter,
+) -> Result<Status, Corrupted> {
+    let mut live = LiveSet::<()>::with_fingerprinter(prints);
+    let mut acc = walk(db, &mut |key, size| match (key, size) {
+        (UserKey::Bytes(k), None) => live.delete(k),
+        (UserKey::Bytes(k), Some(_)) => live.put(k, ()),
+        (UserKey::Print(p), None) => live.delete_print(p),
+        (UserKey::Print(p), Some(_)) => live.put_print(p, ()),
+    })?;
+    acc.status.live_keys = live.count();
+    acc.status.sha256_trailer = if db.trailer().is_some() {
+        TrailerState::NotChecked
+    } else {
+        TrailerState::Absent
+    };
+    Ok(acc.status)
+}
+
 /// Reads the whole file once; the sha256 is computed in a second thread while the tree
 /// is walked.
 pub(crate) fn scan_with(
@@ -162,7 +193,12 @@ pub(crate) fn scan_with(
         let sha = options
             .verify_trailer
             .then(|| s.spawn(move || sha256_prefix(hash_file, db_len)));
-        let walked = walk(&mut db, on_key);
+        // A file's walk reports key bytes; fingerprints come only from skeletons.
+        let walked = walk(&mut db, &mut |key, size| {
+            if let UserKey::Bytes(k) = key {
+                on_key(k, size)
+            }
+        });
         let digest = match sha {
             Some(handle) => Some(
                 handle
@@ -197,7 +233,10 @@ struct Accumulator {
     crc: u32,
 }
 
-fn walk(db: &mut Database, on_key: &mut OnKey<'_>) -> Result<Accumulator, Corrupted> {
+fn walk(
+    db: &mut Database,
+    on_key: &mut dyn FnMut(UserKey<'_>, Option<u64>),
+) -> Result<Accumulator, Corrupted> {
     let meta = *db.meta();
     let mut acc = Accumulator {
         status: Status {
@@ -242,7 +281,11 @@ fn walk(db: &mut Database, on_key: &mut OnKey<'_>) -> Result<Accumulator, Corrup
             match e {
                 Entry::Value(v) => {
                     acc.crc = crc32c::crc32c_append(acc.crc, v);
-                    record(&name, k, v, at, &mut acc.status, on_key)
+                    record(&name, k, Value::Bytes(v), at, &mut acc.status, on_key)
+                }
+                Entry::Digest(d) => {
+                    acc.crc = super::crc::combine(acc.crc, d.crc, d.len);
+                    record(&name, k, Value::Digest(d), at, &mut acc.status, on_key)
                 }
                 // Nested buckets are not part of etcd's schema; etcdutl hashes only their
                 // name, but bbolt's check still walks them.
@@ -258,7 +301,7 @@ fn walk(db: &mut Database, on_key: &mut OnKey<'_>) -> Result<Accumulator, Corrup
 
 fn walk_nested(db: &mut Database, bucket: BucketRef<'_>, at: u64) -> Result<(), Corrupted> {
     db.walk_bucket(bucket, at, &mut |db, _k, e, at| match e {
-        Entry::Value(_) => Ok(()),
+        Entry::Value(_) | Entry::Digest(_) => Ok(()),
         Entry::Bucket(b) => walk_nested(db, b, at),
     })
 }
@@ -267,11 +310,26 @@ fn walk_nested(db: &mut Database, bucket: BucketRef<'_>, at: u64) -> Result<(), 
 fn record(
     bucket: &[u8],
     k: &[u8],
-    v: &[u8],
+    v: Value<'_>,
     at: u64,
     status: &mut Status,
-    on_key: &mut OnKey<'_>,
+    on_key: &mut dyn FnMut(UserKey<'_>, Option<u64>),
 ) -> Result<(), Corrupted> {
+    // The value's bytes, for the entries whose value the figures read (the stream check
+    // keeps all of etcd's: they are short and not under revision keys).
+    let bytes = || match v {
+        Value::Bytes(b) => Ok(b),
+        Value::Digest(d) => Err(Corrupted::new(
+            format!(
+                "{}/{}: the stream check did not keep this value ({} bytes) but the status \
+                 needs it",
+                escape(bucket),
+                escape(k),
+                d.len
+            ),
+            at,
+        )),
+    };
     match bucket {
         b"key" => {
             let rev = Revision::parse(k).ok_or_else(|| {
@@ -281,7 +339,7 @@ fn record(
                 )
             })?;
             status.revision = rev.main;
-            let kv = KeyValue::decode(v).map_err(|why| {
+            let not_kv = |why| {
                 Corrupted::new(
                     format!(
                         "key bucket value at revision {}/{}: not an mvccpb.KeyValue ({why})",
@@ -289,20 +347,34 @@ fn record(
                     ),
                     at,
                 )
-            })?;
-            if rev.tombstone {
-                on_key(kv.key, None);
-            } else {
-                on_key(kv.key, Some(kv.value.len() as u64));
-            }
+            };
+            let (key, size) = match v {
+                Value::Bytes(b) => {
+                    let kv = KeyValue::decode(b).map_err(not_kv)?;
+                    (UserKey::Bytes(kv.key), kv.value.len() as u64)
+                }
+                Value::Digest(d) => match d.kv {
+                    KvFacts::Decoded { key, value_len } => (UserKey::Print(key), value_len),
+                    KvFacts::Rejected(why) => return Err(not_kv(why)),
+                    KvFacts::NotDecoded => {
+                        bytes()?;
+                        return Ok(());
+                    }
+                },
+            };
+            on_key(key, (!rev.tombstone).then_some(size));
         }
         b"meta" => match k {
-            b"consistent_index" => status.consistent_index = be_u64(v),
-            b"term" => status.term = be_u64(v),
-            b"scheduledCompactRev" => status.scheduled_compact_revision = Revision::parse_main(v),
-            b"finishedCompactRev" => status.finished_compact_revision = Revision::parse_main(v),
+            b"consistent_index" => status.consistent_index = be_u64(bytes()?),
+            b"term" => status.term = be_u64(bytes()?),
+            b"scheduledCompactRev" => {
+                status.scheduled_compact_revision = Revision::parse_main(bytes()?)
+            }
+            b"finishedCompactRev" => {
+                status.finished_compact_revision = Revision::parse_main(bytes()?)
+            }
             b"storageVersion" => {
-                status.storage_version = Some(String::from_utf8_lossy(v).into_owned())
+                status.storage_version = Some(String::from_utf8_lossy(bytes()?).into_owned())
             }
             _ => {}
         },
@@ -312,7 +384,7 @@ fn record(
                 #[serde(default)]
                 name: String,
             }
-            let name = serde_json::from_slice::<Member>(v)
+            let name = serde_json::from_slice::<Member>(bytes()?)
                 .map(|m| m.name)
                 .unwrap_or_default();
             let name = if name.is_empty() {
@@ -324,7 +396,7 @@ fn record(
             status.members.push(name);
         }
         b"lease" => status.leases += 1,
-        b"auth" if k == b"authEnabled" => status.auth_enabled = v == [1],
+        b"auth" if k == b"authEnabled" => status.auth_enabled = bytes()? == [1],
         b"authUsers" => status.auth_users += 1,
         _ => {}
     }
@@ -354,10 +426,11 @@ pub(crate) fn hex(b: &[u8]) -> String {
 fn sha256_prefix(file: File, len: u64) -> std::io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut reader = file.take(len);
-    let mut buf = vec![0u8; 128 << 10];
+    let mut storage = Vec::new();
+    let buf = super::readahead::aligned(&mut storage, 128 << 10);
     let mut total = 0u64;
     loop {
-        let n = reader.read(&mut buf)?;
+        let n = reader.read(buf)?;
         if n == 0 {
             break;
         }

@@ -68,19 +68,28 @@ pub fn s3_objects(s3: &SeaweedFs) -> Vec<object_store::ObjectMeta> {
     })
 }
 
-/// Waits (at most 60 s) until a running backup has spooled `bytes` of the snapshot.
-pub fn wait_for_spool(child: &mut std::process::Child, spool: &Path, bytes: u64) {
+/// How much of a [`super::workload::large_db`] snapshot (1 MiB values) a running backup
+/// has streamed, going by its spool file in `spool`: the stream check's skeleton keeps a
+/// 24-byte record for each 4 KiB page of such a value (the header of an overflow page),
+/// and the file grows 64 KiB at a time, i.e. about every 11 MiB streamed.
+pub fn streamed_large_db(spool: &Path) -> u64 {
+    let skeleton: u64 = std::fs::read_dir(spool)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    skeleton / 24 * 4096
+}
+
+/// Waits (at most 60 s) until a running backup of a `large_db` snapshot has streamed
+/// more than `bytes` of it (see [`streamed_large_db`]).
+pub fn wait_for_stream(child: &mut std::process::Child, spool: &Path, bytes: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let spooled: u64 = std::fs::read_dir(spool)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        if spooled > bytes {
+        if streamed_large_db(spool) > bytes {
             return;
         }
         assert!(Instant::now() < deadline, "the backup never got going");
