@@ -59,6 +59,10 @@ async fn main() {
     let seconds: u64 = arg(&args, "--seconds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
+    // With --writes N, the writers stop after N writes in total (or `seconds`).
+    let limit: u64 = arg(&args, "--writes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
     let writers: u64 = arg(&args, "--writers")
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
@@ -79,17 +83,20 @@ async fn main() {
     };
     // The writers: `rate` puts per second in total, each noting (ack time, revision).
     let acks: Arc<Mutex<Vec<(Instant, i64)>>> = Arc::default();
+    let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let t0 = Instant::now();
     let per_writer = Duration::from_secs_f64(writers as f64 / rate as f64);
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let (endpoint, acks) = (endpoint.clone(), acks.clone());
+        let (endpoint, acks, issued) = (endpoint.clone(), acks.clone(), issued.clone());
         tasks.push(tokio::spawn(async move {
             let mut c = Client::connect([endpoint], None).await.expect("connect");
             let mut tick = tokio::time::interval(per_writer);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut i = 0u64;
-            while t0.elapsed() < Duration::from_secs(seconds) {
+            while t0.elapsed() < Duration::from_secs(seconds)
+                && issued.fetch_add(1, Ordering::SeqCst) < limit
+            {
                 tick.tick().await;
                 let key = format!("/registry/configmaps/rpo/w{w}-{}", i % 200);
                 let value = vec![b'x'; 512];
