@@ -337,7 +337,6 @@ pub fn replayed(
                 "revisions_replayed": r.revisions,
                 "replay_seconds": r.replay_seconds,
                 "revisions_per_second": r.revisions_per_second,
-                "resent_transactions": r.resent_transactions,
                 "seconds": r.seconds,
             }),
         ),

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, LeaseGrantOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, LeaseGrantOptions, PutOptions, Txn, TxnOp};
 use serde::Serialize;
 
-use super::segment::{Event, EventKind, Record};
+use super::segment::{EventKind, Record};
 use super::store::{self, Listed, SegmentManifest, read_segment};
 use crate::encryption::Identities;
 use crate::repository::{Manifest, Repository};
@@ -391,9 +391,6 @@ pub struct ReplayReport {
     /// and the final snapshot).
     pub revisions_per_second: f64,
     pub replay_seconds: f64,
-    /// Transactions that reached the scratch member before their predecessor, wrote
-    /// nothing and were sent again.
-    pub resent_transactions: u64,
 }
 
 /// Replays `plan` and writes the snapshot at its revision to `out` (which must not
@@ -441,7 +438,7 @@ pub async fn replay(
     let result = drive(repo, plan, identities, o, &client_url, &dir, out).await;
     let _ = child.start_kill();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    let (revisions, replay_seconds, resent_transactions) = result?;
+    let (revisions, replay_seconds) = result?;
     drop(scratch);
     let seconds = t0.elapsed().as_secs_f64();
     Ok(ReplayReport {
@@ -450,7 +447,6 @@ pub async fn replay(
         seconds,
         revisions_per_second: revisions as f64 / replay_seconds.max(1e-9),
         replay_seconds,
-        resent_transactions,
     })
 }
 
@@ -462,7 +458,7 @@ async fn drive(
     url: &str,
     dir: &Path,
     out: &Path,
-) -> Result<(u64, f64, u64), String> {
+) -> Result<(u64, f64), String> {
     let deadline = Instant::now() + o.timeout;
     let mut client = loop {
         match Client::connect([url], None).await {
@@ -497,15 +493,8 @@ async fn drive(
     let ids = identities.map(|a| a.as_ref());
     let mut ttls: HashMap<i64, i64> = HashMap::new();
     let mut granted: HashSet<i64> = leases.leases().iter().map(|l| l.id()).collect();
-    let mut pipe = Pipeline::new(
-        client
-            .kv_client()
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX),
-        plan.base_revision,
-    );
-    // The revision before the next one to send: its witness guards that transaction.
-    let mut guard: Option<(Vec<u8>, i64)> = None;
+    let mut expect = plan.base_revision;
+    let mut replayed = 0u64;
     let loop_start = Instant::now();
     'segments: for m in &plan.segment_manifests {
         for r in store::read_segment(repo, m, ids).await? {
@@ -521,7 +510,7 @@ async fn drive(
                     revision, events, ..
                 } => (revision, events),
             };
-            if revision <= pipe.sent {
+            if revision <= expect {
                 continue; // in the backup already, or in an overlapping copy checked equal
             }
             if revision > plan.to_revision {
@@ -550,29 +539,51 @@ async fn drive(
                     alive.start(&client, e.lease);
                 }
             }
-            if events.is_empty() {
-                return Err(format!("revision {revision} holds no events"));
+            let mut seen = HashSet::new();
+            let repeats = events.iter().any(|e| !seen.insert(e.key.as_slice()));
+            let ops: Vec<TxnOp> = events
+                .iter()
+                .map(|e| {
+                    let op = match e.kind {
+                        EventKind::Put => TxnOp::put(
+                            e.key.clone(),
+                            e.value.clone(),
+                            (e.lease != 0).then(|| PutOptions::new().with_lease(e.lease)),
+                        ),
+                        EventKind::Delete => TxnOp::delete(e.key.clone(), None),
+                    };
+                    // A key twice in one revision (sibling nested transactions): each
+                    // op in its own nested transaction, as the original was.
+                    if repeats {
+                        TxnOp::txn(Txn::new().and_then(vec![op]))
+                    } else {
+                        op
+                    }
+                })
+                .collect();
+            let resp = client
+                .kv_client()
+                .max_decoding_message_size(usize::MAX)
+                .txn(Txn::new().and_then(ops))
+                .await
+                .map_err(|e| format!("replaying revision {revision}: {e}"))?;
+            let got = resp.header().map(|h| h.revision()).unwrap_or(0);
+            expect += 1;
+            if got != revision || got != expect {
+                return Err(format!(
+                    "replaying revision {revision} left the scratch member at revision {got}: the change log and the backup disagree, or something else wrote to it"
+                ));
             }
-            let item = Item::new(revision, events, guard.take());
-            guard = item.witness();
-            pipe.submit(item).await?;
+            replayed += 1;
         }
     }
-    pipe.drain().await?;
-    let replayed = (pipe.applied - plan.base_revision) as u64;
-    if pipe.applied != plan.to_revision {
+    if expect != plan.to_revision {
         return Err(format!(
-            "the change log ended at revision {}, revision {} was asked for",
-            pipe.applied, plan.to_revision
+            "the change log ended at revision {expect}, revision {} was asked for",
+            plan.to_revision
         ));
     }
     let replay_seconds = loop_start.elapsed().as_secs_f64();
-    if pipe.resent > 0 {
-        tracing::info!(
-            resent = pipe.resent,
-            "transactions that reached the scratch member before their predecessor were sent again"
-        );
-    }
     // The snapshot, streamed to OUT.part, checked, then renamed without clobbering.
     let part = out.with_extension("part-replay");
     let mut stream = crate::etcd::SnapshotStream::open(&mut client, url, Duration::from_secs(60))
@@ -620,251 +631,7 @@ async fn drive(
         let _ = std::fs::remove_file(&part);
         format!("{}: {e}", out.display())
     })?;
-    Ok((replayed, replay_seconds, pipe.resent))
-}
-
-/// Transactions in flight at once, and their bytes.
-const WINDOW: usize = 64;
-const WINDOW_BYTES: usize = 32 << 20;
-
-/// One recorded revision to replay.
-struct Item {
-    revision: i64,
-    events: Vec<Event>,
-    /// The previous revision's witness: this transaction applies only after it. None:
-    /// sent only when nothing is in flight.
-    guard: Option<(Vec<u8>, i64)>,
-    bytes: usize,
-}
-
-impl Item {
-    fn new(revision: i64, events: Vec<Event>, guard: Option<(Vec<u8>, i64)>) -> Self {
-        let bytes = events
-            .iter()
-            .map(|e| e.key.len() + e.value.len() + 32)
-            .sum();
-        Item {
-            revision,
-            events,
-            guard,
-            bytes,
-        }
-    }
-
-    fn witness(&self) -> Option<(Vec<u8>, i64)> {
-        witness(self.revision, &self.events)
-    }
-
-    fn txn(&self) -> Txn {
-        transaction(&self.events, self.guard.as_ref())
-    }
-}
-
-/// What is true of the store once `revision` (with `events`) is applied: a key it leaves
-/// put has this mod revision. Nothing else makes that true: while revision r is not
-/// applied, no later one is (each is guarded on its predecessor), so the store is below r
-/// and no key has mod revision r. A revision that only deletes has no witness ("a key is
-/// gone" also holds when the revision that created it is missing), so the next one is
-/// sent only once it is applied.
-pub fn witness(revision: i64, events: &[Event]) -> Option<(Vec<u8>, i64)> {
-    let mut seen = HashSet::new();
-    // Backwards, a key's first event is its last: the one that decides its state.
-    events
-        .iter()
-        .rev()
-        .filter(|e| seen.insert(e.key.as_slice()))
-        .find(|e| e.kind == EventKind::Put)
-        .map(|e| (e.key.clone(), revision))
-}
-
-/// The transaction that replays one recorded revision: its events in order, guarded by
-/// a compare on the previous revision's [`witness`] so that it writes nothing when it
-/// reaches etcd before its predecessor.
-pub fn transaction(events: &[Event], guard: Option<&(Vec<u8>, i64)>) -> Txn {
-    let mut seen = HashSet::new();
-    let repeats = events.iter().any(|e| !seen.insert(e.key.as_slice()));
-    let ops: Vec<TxnOp> = events
-        .iter()
-        .map(|e| {
-            let op = match e.kind {
-                EventKind::Put => TxnOp::put(
-                    e.key.clone(),
-                    e.value.clone(),
-                    (e.lease != 0).then(|| PutOptions::new().with_lease(e.lease)),
-                ),
-                EventKind::Delete => TxnOp::delete(e.key.clone(), None),
-            };
-            // A key twice in one revision (sibling nested transactions): each op in its
-            // own nested transaction, as the original was.
-            if repeats {
-                TxnOp::txn(Txn::new().and_then(vec![op]))
-            } else {
-                op
-            }
-        })
-        .collect();
-    let txn = Txn::new();
-    let txn = match guard {
-        Some((key, rev)) => txn.when(vec![Compare::mod_revision(
-            key.clone(),
-            CompareOp::Equal,
-            *rev,
-        )]),
-        None => txn,
-    };
-    txn.and_then(ops)
-}
-
-/// A transaction on its way: a task of its own, so it is sent at once and answered while
-/// the replay reads the next segment or grants a lease.
-type Sent =
-    tokio_util::task::AbortOnDropHandle<Result<etcd_client::TxnResponse, etcd_client::Error>>;
-
-/// Replays revisions with up to [`WINDOW`] transactions in flight, in order.
-///
-/// etcd serves each request of a connection on its own goroutine, so two in flight may
-/// be proposed in either order. Each transaction is therefore guarded by a compare on its
-/// predecessor's witness: one that arrives first fails its compare and writes nothing (no
-/// revision), and it and everything sent after it are sent again once its predecessor is
-/// applied. The header revision of every applied transaction is checked.
-struct Pipeline {
-    kv: etcd_client::KvClient,
-    queue: std::collections::VecDeque<Item>,
-    inflight: futures::stream::FuturesOrdered<Sent>,
-    inflight_bytes: usize,
-    /// The last revision applied (checked) and the last sent.
-    applied: i64,
-    sent: i64,
-    resent: u64,
-}
-
-impl Pipeline {
-    fn new(kv: etcd_client::KvClient, base: i64) -> Self {
-        Pipeline {
-            kv,
-            queue: Default::default(),
-            inflight: Default::default(),
-            inflight_bytes: 0,
-            applied: base,
-            sent: base,
-            resent: 0,
-        }
-    }
-
-    fn send(&mut self, item: Item) {
-        let mut kv = self.kv.clone();
-        let txn = item.txn();
-        self.inflight
-            .push_back(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-                async move { kv.txn(txn).await },
-            )));
-        self.inflight_bytes += item.bytes;
-        self.sent = item.revision;
-        self.queue.push_back(item);
-    }
-
-    async fn submit(&mut self, item: Item) -> Result<(), String> {
-        if item.revision != self.sent + 1 {
-            return Err(format!(
-                "revision {} follows revision {} in the change log",
-                item.revision, self.sent
-            ));
-        }
-        // Unguarded (after a revision with no witness): only once all before it applied.
-        while !self.inflight.is_empty()
-            && (item.guard.is_none()
-                || self.inflight.len() >= WINDOW
-                || self.inflight_bytes + item.bytes > WINDOW_BYTES)
-        {
-            self.settle().await?;
-        }
-        self.send(item);
-        Ok(())
-    }
-
-    async fn drain(&mut self) -> Result<(), String> {
-        while !self.inflight.is_empty() {
-            self.settle().await?;
-        }
-        Ok(())
-    }
-
-    /// The oldest transaction in flight, answered.
-    async fn next(&mut self) -> Result<Option<(Item, etcd_client::TxnResponse)>, String> {
-        use futures::StreamExt;
-        let Some(answer) = self.inflight.next().await else {
-            return Ok(None);
-        };
-        let item = self
-            .queue
-            .pop_front()
-            .ok_or("a transaction answered that was never sent")?;
-        self.inflight_bytes -= item.bytes;
-        let resp = answer
-            .map_err(|e| format!("replaying revision {}: {e}", item.revision))?
-            .map_err(|e| format!("replaying revision {}: {e}", item.revision))?;
-        Ok(Some((item, resp)))
-    }
-
-    fn check(&mut self, item: &Item, resp: &etcd_client::TxnResponse) -> Result<(), String> {
-        let got = resp.header().map(|h| h.revision()).unwrap_or(0);
-        if got != item.revision || item.revision != self.applied + 1 {
-            return Err(format!(
-                "replaying revision {} left the scratch member at revision {got}: the change log and the backup disagree, or something else wrote to it",
-                item.revision
-            ));
-        }
-        self.applied = item.revision;
-        Ok(())
-    }
-
-    async fn settle(&mut self) -> Result<(), String> {
-        let Some((item, resp)) = self.next().await? else {
-            return Ok(());
-        };
-        if resp.succeeded() {
-            return self.check(&item, &resp);
-        }
-        // It overtook its predecessor. Everything sent after it is guarded on it, so it
-        // fails too; all of them go again, the first alone.
-        let mut again = vec![item];
-        while let Some((item, resp)) = self.next().await? {
-            if resp.succeeded() {
-                return Err(format!(
-                    "revision {} was applied while revision {} was not: the scratch member reordered guarded transactions",
-                    item.revision, again[0].revision
-                ));
-            }
-            again.push(item);
-        }
-        self.resent += again.len() as u64;
-        let mut again = again.into_iter();
-        if let Some(first) = again.next() {
-            if first.revision != self.applied + 1 {
-                return Err(format!(
-                    "revision {} was refused after revision {}: the change log and the backup disagree",
-                    first.revision, self.applied
-                ));
-            }
-            let resp = self
-                .kv
-                .txn(first.txn())
-                .await
-                .map_err(|e| format!("replaying revision {}: {e}", first.revision))?;
-            if !resp.succeeded() {
-                return Err(format!(
-                    "revision {} was refused with revision {} applied: the change log and the backup disagree, or something else wrote to the scratch member",
-                    first.revision, self.applied
-                ));
-            }
-            self.check(&first, &resp)?;
-            self.sent = first.revision;
-        }
-        for item in again {
-            self.send(item);
-        }
-        Ok(())
-    }
+    Ok((replayed, replay_seconds))
 }
 
 /// Keep-alive tasks, one per lease, aborted on drop.
