@@ -535,6 +535,16 @@ impl Jobs {
 /// Pause after a failed attempt to record (etcd or the storage unreachable).
 const RECORD_RETRY: Duration = Duration::from_secs(5);
 
+/// Logs why a new chain could not start yet and waits [`RECORD_RETRY`]; false when the
+/// term ends first.
+async fn pause_before_retry(error: &str, term: &CancellationToken) -> bool {
+    tracing::warn!(error = %error, retry_in = RECORD_RETRY.as_secs(), "change log: no new chain yet; retrying");
+    tokio::select! {
+        () = tokio::time::sleep(RECORD_RETRY) => true,
+        () = term.cancelled() => false,
+    }
+}
+
 impl Jobs {
     /// Records the change log while this daemon leads, term after term.
     async fn record_changes(self: Arc<Self>) {
@@ -634,9 +644,36 @@ impl Jobs {
                 c.chain_breaks_total += 1;
                 c.broken = Some(broken.to_string());
             });
-            let m = self.backup_for_chain(term).await?;
-            self.begin_chain(&m, writer).await?;
+            if !self.new_chain_after_break(writer, term).await {
+                return Ok(());
+            }
             self.metrics.with_changes(|c| c.broken = None);
+        }
+    }
+
+    /// A full backup and a new chain from it, retried until both are done (the storage
+    /// may be what broke the chain, and still be away); false when the term ends first.
+    /// Until then the broken chain is not continued.
+    async fn new_chain_after_break(&self, writer: &str, term: &CancellationToken) -> bool {
+        let m = loop {
+            match self.backup_for_chain(term).await {
+                Ok(m) => break m,
+                Err(e) => {
+                    if !pause_before_retry(&e, term).await {
+                        return false;
+                    }
+                }
+            }
+        };
+        loop {
+            match self.begin_chain(&m, writer).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    if !pause_before_retry(&e, term).await {
+                        return false;
+                    }
+                }
+            }
         }
     }
 
