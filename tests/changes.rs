@@ -802,6 +802,14 @@ impl SpoolBench {
         .concat();
         let spool = dir.path().join("spool");
         std::fs::create_dir(&spool).expect("spool dir");
+        // What a recorder killed outright leaves behind, and a file that is not lifeboat's.
+        let stale = spool.join(
+            "lifeboat-changes-20260101T000000.000Z-0123abcd-\
+             00000000000000000007-00000000000000000009.spool",
+        );
+        std::fs::write(&stale, b"left by a killed recorder").expect("stale spool file");
+        let other = spool.join("lifeboat-changes-notes.spool");
+        std::fs::write(&other, b"someone else's").expect("other file");
         let cfg = config(&cluster, &storage, &spool).replace(
             "[changes]\nenabled = true\n",
             &format!(
@@ -822,6 +830,12 @@ impl SpoolBench {
             std::thread::sleep(Duration::from_millis(100));
         }
         let base = daemon.metric("lifeboat_changes_durable_revision") as i64;
+        assert!(
+            !stale.exists(),
+            "a stale spool file is removed when the recorder starts"
+        );
+        assert!(other.exists(), "only change-log spool files are removed");
+        std::fs::remove_file(&other).expect("remove");
         SpoolBench {
             cluster,
             s3,
