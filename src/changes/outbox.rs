@@ -142,7 +142,8 @@ impl Outbox {
 
     /// Adds the sealed segment (from, to] at the tail: in memory while it fits (always
     /// when memory holds nothing, so a segment never waits for itself), else in a spool
-    /// file while the spool has room, else the chain breaks.
+    /// file while the spool has room, else the chain breaks. The spool file is written
+    /// synchronously: one segment to the local disk, and only while the storage lags.
     pub fn push(
         &self,
         (from, to): (i64, i64),
