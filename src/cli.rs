@@ -505,6 +505,7 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
             "[daemon] lease-ttl must be at least 2s".into(),
         ));
     }
+    let changes = changes_options(&config.changes, &backup.spool_dir)?;
     Ok(DaemonSettings {
         etcd,
         repo,
@@ -529,7 +530,7 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
             Duration::from_secs(60),
         )?,
         identities: identities(&IdentityArgs { identity: None }, config)?,
-        changes: changes_options(&config.changes)?,
+        changes,
         chain_proof: match (config.changes.enabled, config.changes.prove_backups) {
             (Some(true), Some(true)) => {
                 let d = restore::drill_options(&config.drill, config, None, None, None)?;
@@ -561,9 +562,11 @@ pub(crate) fn point(
     }
 }
 
-/// `[changes]`: `None` unless enabled.
+/// `[changes]`: `None` unless enabled. The spool goes to `backup_spool_dir` unless
+/// `[changes] spool-dir` says otherwise.
 fn changes_options(
     c: &crate::config::ChangesConfig,
+    backup_spool_dir: &std::path::Path,
 ) -> Result<Option<crate::changes::recorder::RecorderOptions>, Failure> {
     if !c.enabled.unwrap_or(false) {
         return Ok(None);
@@ -582,6 +585,11 @@ fn changes_options(
         )?,
         max_segment_bytes: c.max_segment_bytes.unwrap_or(d.max_segment_bytes),
         max_buffer_bytes: c.max_buffer_bytes.unwrap_or(d.max_buffer_bytes),
+        max_spool_bytes: c.max_spool_bytes.unwrap_or(d.max_spool_bytes),
+        spool_dir: c
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| backup_spool_dir.to_path_buf()),
     };
     if o.flush_interval.is_zero() || o.quiet_interval < o.flush_interval {
         return Err(Failure::Usage(
@@ -594,6 +602,12 @@ fn changes_options(
             "[changes] max-segment-bytes must be at least 4096 and max-buffer-bytes at least as large"
                 .into(),
         ));
+    }
+    if o.max_spool_bytes != 0 && o.max_spool_bytes < o.max_segment_bytes as u64 {
+        return Err(Failure::Usage(format!(
+            "[changes] max-spool-bytes {} must be 0 (no spool) or at least max-segment-bytes ({})",
+            o.max_spool_bytes, o.max_segment_bytes
+        )));
     }
     Ok(Some(o))
 }
@@ -750,5 +764,38 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
                 snapshot::scan_inventory(&args.file, options, &args.prefix, args.depth)?;
             output::inventory(out, cli.write_out, &inventory).map_err(Failure::Output)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(extra: &str) -> crate::config::ChangesConfig {
+        Config::parse(&format!("[changes]\nenabled = true\n{extra}"))
+            .expect("parses")
+            .changes
+    }
+
+    #[test]
+    fn the_change_log_spool_defaults_to_the_backup_spool_and_is_checked() {
+        let backup_spool = std::path::Path::new("/var/lib/lifeboat/spool");
+        let o = changes_options(&changes(""), backup_spool)
+            .expect("valid")
+            .expect("enabled");
+        assert_eq!(o.spool_dir, backup_spool);
+        assert_eq!((o.max_buffer_bytes, o.max_spool_bytes), (64 << 20, 1 << 30));
+        let o = changes_options(
+            &changes("spool-dir = \"/elsewhere\"\nmax-spool-bytes = 0\n"),
+            backup_spool,
+        )
+        .expect("0 turns the spool off")
+        .expect("enabled");
+        assert_eq!(
+            (o.spool_dir.as_path(), o.max_spool_bytes),
+            (std::path::Path::new("/elsewhere"), 0)
+        );
+        let e = changes_options(&changes("max-spool-bytes = 4096\n"), backup_spool).unwrap_err();
+        assert!(e.to_string().contains("max-spool-bytes 4096"), "{e}");
     }
 }

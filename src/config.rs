@@ -46,9 +46,14 @@ pub struct ChangesConfig {
     pub max_segment_bytes: Option<usize>,
     /// With no writes, a marks-only segment is written this often (default 30s).
     pub quiet_interval: Option<String>,
-    /// Unstored changes held while the storage is away; beyond it the chain breaks
-    /// (default 256 MiB).
+    /// Sealed segments held in memory while the storage is away; beyond it they go to
+    /// the spool (default 64 MiB).
     pub max_buffer_bytes: Option<usize>,
+    /// Sealed segments held in spool files beyond memory; beyond both the chain breaks
+    /// (default 1 GiB; 0: no spool).
+    pub max_spool_bytes: Option<u64>,
+    /// Where the spool files go (default: `[backup] spool-dir`).
+    pub spool_dir: Option<PathBuf>,
     /// After each scheduled backup, prove the chain: the backup before it plus the change
     /// log replayed must equal it (default false; uses the `[drill]` binaries).
     pub prove_backups: Option<bool>,

@@ -299,6 +299,20 @@ fn spawn_writer(
     std::sync::Arc<std::sync::atomic::AtomicBool>,
     std::thread::JoinHandle<u64>,
 ) {
+    spawn_writer_sized(endpoints, prefix, keys, period_ms, 0)
+}
+
+/// As [`spawn_writer`], each value padded to `value_bytes`.
+fn spawn_writer_sized(
+    endpoints: Vec<String>,
+    prefix: &'static str,
+    keys: u64,
+    period_ms: u64,
+    value_bytes: usize,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let handle = std::thread::spawn(move || {
@@ -306,7 +320,10 @@ fn spawn_writer(
             let mut c = Client::connect(endpoints, None).await.expect("connect");
             let mut i = 0u64;
             while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                c.put(format!("{prefix}{}", i % keys), format!("v{i}"), None)
+                let mut value = format!("v{i}");
+                let pad = value_bytes.saturating_sub(value.len());
+                value.extend(std::iter::repeat_n('x', pad));
+                c.put(format!("{prefix}{}", i % keys), value, None)
                     .await
                     .expect("put");
                 i += 1;
@@ -721,15 +738,7 @@ fn a_storage_outage_shorter_than_the_buffer_loses_nothing() {
         "{metrics}"
     );
     // Every revision is there, once, in order.
-    let options: HashMap<String, String> = s3
-        .aws_env()
-        .into_iter()
-        .filter(|(k, _)| {
-            k.starts_with("AWS_") && k != "AWS_DEFAULT_REGION" && k != "AWS_ENDPOINT_URL"
-        })
-        .map(|(k, v)| (k.to_lowercase(), v))
-        .collect();
-    let chains = rt.block_on(recorded_with(&storage, &options));
+    let chains = rt.block_on(recorded_with(&storage, &s3_options(&s3)));
     assert_eq!(chains.len(), 1, "{:?}", chains.keys());
     let segments = chains.values().next().expect("chain");
     let mut at = segments[0].0;
@@ -750,6 +759,314 @@ fn a_storage_outage_shorter_than_the_buffer_loses_nothing() {
     let want = rt.block_on(reference(&mut c, base, last));
     assert_eq!(want.len() as i64, last - base);
     s3.stop();
+}
+
+/// `[storage.options]` for the SeaweedFS bucket, as the daemon gets them from `AWS_*`.
+fn s3_options(s3: &SeaweedFs) -> HashMap<String, String> {
+    s3.aws_env()
+        .into_iter()
+        .filter(|(k, _)| {
+            k.starts_with("AWS_") && k != "AWS_DEFAULT_REGION" && k != "AWS_ENDPOINT_URL"
+        })
+        .map(|(k, v)| (k.to_lowercase(), v))
+        .collect()
+}
+
+/// A segment's size limit and the memory buffer in the spool tests: as small as the
+/// daemon allows them to be equal, so one sealed segment fills the memory.
+const SMALL: usize = 64 << 10;
+
+/// A daemon recording a 3.5.30 member into SeaweedFS with a memory buffer of one
+/// segment ([`SMALL`]) and `max_spool_bytes` of spool in its own directory.
+struct SpoolBench {
+    cluster: Cluster,
+    s3: SeaweedFs,
+    storage: String,
+    env: Vec<(String, String)>,
+    spool: std::path::PathBuf,
+    daemon: Daemon,
+    /// The chain's durable revision when recording began.
+    base: i64,
+    _dir: tempfile::TempDir,
+}
+
+impl SpoolBench {
+    fn start(max_spool_bytes: u64) -> SpoolBench {
+        let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+        let s3 = SeaweedFs::start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = format!("s3://{}/etcd", s3.bucket);
+        let env = [
+            s3.aws_env(),
+            vec![("LIFEBOAT_S3_RETRY_TIMEOUT".to_owned(), "2s".to_owned())],
+        ]
+        .concat();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir(&spool).expect("spool dir");
+        // What a recorder killed outright leaves behind, and a file that is not lifeboat's.
+        let stale = spool.join(
+            "lifeboat-changes-20260101T000000.000Z-0123abcd-\
+             00000000000000000007-00000000000000000009.spool",
+        );
+        std::fs::write(&stale, b"left by a killed recorder").expect("stale spool file");
+        let other = spool.join("lifeboat-changes-notes.spool");
+        std::fs::write(&other, b"someone else's").expect("other file");
+        let cfg = config(&cluster, &storage, &spool).replace(
+            "[changes]\nenabled = true\n",
+            &format!(
+                "[changes]\nenabled = true\nmax-segment-bytes = {SMALL}\n\
+                 max-buffer-bytes = {SMALL}\nmax-spool-bytes = {max_spool_bytes}\n"
+            ),
+        );
+        let daemon = Daemon::start(dir.path(), "d", &cfg, &env);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(daemon.metric("lifeboat_changes_recording") == 1.0
+            && daemon.metric("lifeboat_changes_durable_revision") > 0.0)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "not recording:\n{}",
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let base = daemon.metric("lifeboat_changes_durable_revision") as i64;
+        assert!(
+            !stale.exists(),
+            "a stale spool file is removed when the recorder starts"
+        );
+        assert!(other.exists(), "only change-log spool files are removed");
+        std::fs::remove_file(&other).expect("remove");
+        SpoolBench {
+            cluster,
+            s3,
+            storage,
+            env,
+            spool,
+            daemon,
+            base,
+            _dir: dir,
+        }
+    }
+
+    /// A writer of 2 KiB values, about 40 a second (some 80 KiB/s: a sealed segment
+    /// fills the memory buffer within a second).
+    fn writer(
+        &self,
+    ) -> (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<u64>,
+    ) {
+        spawn_writer_sized(
+            self.cluster.endpoints(),
+            "/registry/configmaps/ns/big",
+            200,
+            20,
+            2048,
+        )
+    }
+
+    /// The change-log spool files in the spool directory, with their modes.
+    fn spool_files(&self) -> Vec<(String, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files: Vec<(String, u32)> = std::fs::read_dir(&self.spool)
+            .expect("spool dir")
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let mode = e.metadata().ok()?.permissions().mode() & 0o777;
+                (name.starts_with("lifeboat-changes-") && name.ends_with(".spool"))
+                    .then_some((name, mode))
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn buffered(&self, place: &str) -> f64 {
+        self.daemon.metric(&format!(
+            "lifeboat_changes_buffered_bytes{{where=\"{place}\"}}"
+        ))
+    }
+}
+
+/// The segments of one chain tile (from, to] from its first segment on: every revision
+/// once, in order; returns the last revision and the largest segment's encoded size.
+fn check_tiling(segments: &[(i64, i64, Vec<Record>)]) -> (i64, usize) {
+    let mut at = segments[0].0;
+    let mut revisions = Vec::new();
+    let mut largest = 0;
+    for (from, to, records) in segments {
+        assert_eq!(*from, at, "segment ({from}, {to}] after {at}");
+        at = *to;
+        largest = largest.max(records.iter().map(Record::encoded_len).sum::<usize>());
+        revisions.extend(records.iter().filter_map(|r| match r {
+            Record::Revision { revision, .. } => Some(*revision),
+            _ => None,
+        }));
+    }
+    let expected: Vec<i64> = (segments[0].0 + 1..=at).collect();
+    assert_eq!(revisions, expected, "every revision once, in order");
+    (at, largest)
+}
+
+/// SeaweedFS is stopped for 15 s under 80 KiB/s of writes, with a memory buffer of one
+/// 64 KiB segment: the sealed segments go to 0600 spool files meanwhile (with memory
+/// alone the chain would break within two seconds); once the storage is back they are
+/// uploaded in order, each at most about a segment, and removed. No gap, no break; the
+/// buffered-bytes gauges rise and fall back to 0.
+#[test]
+fn a_storage_outage_longer_than_memory_spills_to_the_spool_and_loses_nothing() {
+    let mut b = SpoolBench::start(16 << 20);
+    let (stop, writer) = b.writer();
+    std::thread::sleep(Duration::from_secs(3));
+    b.s3.stop();
+    let stopped = Instant::now();
+    let (mut top_memory, mut top_spool, mut most_files) = (0.0f64, 0.0f64, 0usize);
+    while stopped.elapsed() < Duration::from_secs(15) {
+        top_memory = top_memory.max(b.buffered("memory"));
+        top_spool = top_spool.max(b.buffered("spool"));
+        let files = b.spool_files();
+        for (name, mode) in &files {
+            assert_eq!(*mode, 0o600, "{name} has mode {mode:o}");
+        }
+        most_files = most_files.max(files.len());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        b.daemon.metric("lifeboat_changes_chain_breaks_total"),
+        0.0,
+        "{}",
+        b.daemon.log_text()
+    );
+    assert!(
+        most_files >= 5,
+        "only {most_files} spool files while the storage was away"
+    );
+    assert!(
+        top_memory > 0.0 && top_spool > SMALL as f64,
+        "buffered {top_memory} bytes in memory, {top_spool} in the spool"
+    );
+    b.s3.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let puts = writer.join().expect("writer");
+    let rt = support::runtime();
+    let mut c = rt.block_on(workload::connect(&b.cluster));
+    let last = rt.block_on(now_revision(&mut c));
+    wait_until(Duration::from_secs(60), "the recorder to catch up", || {
+        b.daemon.metric("lifeboat_changes_durable_revision") >= last as f64
+    });
+    wait_until(Duration::from_secs(10), "the spool to empty", || {
+        b.spool_files().is_empty() && b.buffered("memory") == 0.0 && b.buffered("spool") == 0.0
+    });
+    let metrics = b.daemon.metrics();
+    assert!(
+        metrics.contains("lifeboat_changes_chain_breaks_total 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        b.daemon.metric("lifeboat_changes_flush_failures_total") >= 1.0,
+        "{metrics}"
+    );
+    let chains = rt.block_on(recorded_with(&b.storage, &s3_options(&b.s3)));
+    assert_eq!(chains.len(), 1, "{:?}", chains.keys());
+    let segments = chains.values().next().expect("chain");
+    let (at, largest) = check_tiling(segments);
+    assert!(at >= last && segments[0].0 <= b.base);
+    // A segment is sealed once it reaches the limit: at most one revision (2 KiB) over.
+    assert!(
+        largest <= SMALL + 4096,
+        "a segment of {largest} bytes, the limit is {SMALL}"
+    );
+    let during = segments
+        .iter()
+        .filter(|(from, to, _)| *to > b.base && *from < last)
+        .count();
+    assert!(
+        during >= 15,
+        "the catch-up wrote {during} segments: one per second at least"
+    );
+    assert!(puts > 600, "the writer made {puts} puts");
+    b.s3.stop();
+}
+
+/// As above with a spool of 256 KiB: spool files appear, then the outage outlasts memory
+/// and spool together: the chain breaks (logged naming both limits, counted, /readyz
+/// 503), its spool files are removed at once, and when the storage is back a new full
+/// backup starts a new chain; the old one has no gap up to where it ended.
+#[test]
+fn a_storage_outage_longer_than_memory_and_spool_breaks_the_chain() {
+    let mut b = SpoolBench::start(256 << 10);
+    let (stop, writer) = b.writer();
+    std::thread::sleep(Duration::from_secs(3));
+    b.s3.stop();
+    let mut most_files = 0;
+    wait_until(Duration::from_secs(30), "the chain to break", || {
+        most_files = most_files.max(b.spool_files().len());
+        b.daemon.metric("lifeboat_changes_chain_breaks_total") >= 1.0
+    });
+    let broke_at = {
+        let rt = support::runtime();
+        let mut c = rt.block_on(workload::connect(&b.cluster));
+        rt.block_on(now_revision(&mut c))
+    };
+    assert!(
+        most_files >= 1,
+        "the chain broke before anything went to the spool"
+    );
+    assert_eq!(
+        b.spool_files(),
+        [],
+        "the broken chain's spool files are removed"
+    );
+    let log = b.daemon.log_text();
+    assert!(
+        log.contains("the chain is broken")
+            && log.contains("max-buffer-bytes")
+            && log.contains("max-spool-bytes"),
+        "{log}"
+    );
+    assert_eq!(b.daemon.metric("lifeboat_changes_broken"), 1.0);
+    let (code, body) = http_get(b.daemon.port, "/readyz").expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("change log is broken"), "{body}");
+    assert_eq!((b.buffered("memory"), b.buffered("spool")), (0.0, 0.0));
+    b.s3.restart();
+    wait_until(Duration::from_secs(60), "a new chain", || {
+        b.daemon.metric("lifeboat_changes_broken") == 0.0
+            && b.daemon.metric("lifeboat_changes_recording") == 1.0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("writer");
+    let (code, body) = http_get(b.daemon.port, "/readyz").expect("readyz");
+    assert_eq!(code, 200, "{body}");
+    let backups = list_json(&b.storage, &b.env);
+    assert_eq!(backups.len(), 2, "a new full backup started the new chain");
+    let newest = backups[0]["revision"].as_i64().expect("revision");
+    assert!(
+        newest >= broke_at,
+        "the new chain starts at {newest}, the break was at {broke_at}"
+    );
+    let rt = support::runtime();
+    let chains = rt.block_on(recorded_with(&b.storage, &s3_options(&b.s3)));
+    assert_eq!(
+        chains.len(),
+        2,
+        "the old chain and a new one: {:?}",
+        chains.keys()
+    );
+    let old = &chains[backups[1]["id"].as_str().expect("id")];
+    let (old_end, _) = check_tiling(old);
+    assert!(
+        old_end > b.base && old_end < broke_at,
+        "the old chain ends at {old_end}"
+    );
+    let new = &chains[backups[0]["id"].as_str().expect("id")];
+    check_tiling(new);
+    assert_eq!(b.spool_files(), []);
+    b.s3.stop();
 }
 
 /// Two daemons, one leading and recording; the leader is killed (SIGKILL) while a writer

@@ -4,11 +4,14 @@
 //!
 //! - [`segment`]: the records of a segment and their byte encoding (storage format 2).
 //! - [`convert`]: watch responses into whole revisions (fragments put back together).
+//! - [`recorder`]: the watch loop that seals segments and the uploader that stores them;
+//!   [`outbox`]: the sealed segments between the two, in memory, then in spool files.
 //!
 //! Recording, the segment index in storage and the replay build on it (see
 //! docs/storage-format.md, "Change log").
 
 pub mod convert;
+pub mod outbox;
 pub mod proof;
 pub mod prune;
 pub mod recorder;

@@ -1,14 +1,22 @@
 //! The recorder: one watch of the whole keyspace from the revision after the chain's
-//! last durable one, every revision checked for contiguity, flushed as segments.
+//! last durable one, every revision checked for contiguity, sealed into segments that an
+//! uploader writes to storage, in order, one at a time.
+//!
+//! The watch loop never waits for the storage: it seals its records into a segment when
+//! they reach `max-segment-bytes` or the flush is due, and hands it to the
+//! [`outbox`](super::outbox) (memory, then spool files). The uploader, polled in the same
+//! task, writes the outbox's oldest segment and retries a failing write with a backoff;
+//! after an outage it catches up segment by segment, each of about `max-segment-bytes`.
 //!
 //! It runs only while its daemon leads (the caller cancels it when the term ends) and
-//! stops writing at once then: what it had not flushed is recorded again by the next
-//! leader, which continues from the last durable revision in storage. It never skips a
-//! revision: a gap, a compaction that overtook it, or more unflushed bytes than it may
-//! hold while the storage is away end the chain with a [`Break`], and the caller starts a
-//! new chain from a new full backup.
+//! stops writing at once then: what was not durable is recorded again by the next
+//! leader, which continues from the last durable revision in storage, and the spool files
+//! are removed. It never skips a revision: a gap, a compaction that overtook it, or more
+//! sealed bytes than memory and spool may hold while the storage is away end the chain
+//! with a [`Break`], and the caller starts a new chain from a new full backup.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +24,7 @@ use etcd_client::{Client, WatchOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::convert::{self, Assembler, Response};
+use super::outbox::{self, Outbox};
 use super::segment::{EventKind, Record};
 use super::store::{self, ChainWriter};
 use crate::repository::Repository;
@@ -25,13 +34,19 @@ use crate::repository::Repository;
 pub struct RecorderOptions {
     /// A segment is written at most this long after the revision it holds was seen.
     pub flush_interval: Duration,
-    /// A segment is written when its records reach this many bytes, whatever the time.
+    /// A segment is sealed when its records reach this many bytes, whatever the time.
     pub max_segment_bytes: usize,
     /// With no writes, a segment of marks only (mapping the quiet time to the revision)
     /// is written this often.
     pub quiet_interval: Duration,
-    /// Unflushed bytes allowed while the storage does not answer; beyond, the chain breaks.
+    /// Sealed segments held in memory while the storage does not take them; beyond, they
+    /// go to the spool.
     pub max_buffer_bytes: usize,
+    /// Sealed segments held in spool files beyond memory; beyond both, the chain breaks.
+    /// 0: no spool.
+    pub max_spool_bytes: u64,
+    /// Where the spool files go.
+    pub spool_dir: PathBuf,
 }
 
 impl Default for RecorderOptions {
@@ -40,10 +55,15 @@ impl Default for RecorderOptions {
             flush_interval: Duration::from_secs(1),
             max_segment_bytes: 8 << 20,
             quiet_interval: Duration::from_secs(30),
-            max_buffer_bytes: 256 << 20,
+            max_buffer_bytes: 64 << 20,
+            max_spool_bytes: 1 << 30,
+            spool_dir: std::env::temp_dir(),
         }
     }
 }
+
+/// The longest pause between two attempts to write the same segment.
+const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// Why a chain ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,9 +82,15 @@ pub enum Break {
     )]
     Behind { position: i64, reported: i64 },
     #[error(
-        "{bytes} bytes of changes could not be stored (limit {limit}): the storage was away too long"
+        "{bytes} bytes of changes could not be stored: more than the memory buffer ({memory_limit} bytes, [changes] max-buffer-bytes) and the spool ({spool_limit} bytes, [changes] max-spool-bytes) hold; the storage was away too long"
     )]
-    Buffer { bytes: usize, limit: usize },
+    Buffer {
+        bytes: u64,
+        memory_limit: usize,
+        spool_limit: u64,
+    },
+    #[error("change-log spool file {}: {reason}", path.display())]
+    Spool { path: PathBuf, reason: String },
     #[error("the watch ended: {0}")]
     Watch(String),
 }
@@ -75,6 +101,8 @@ pub trait Observer: Send + Sync {
     fn durable(&self, revision: i64, seen_ms: i64, flush_seconds: f64);
     /// A flush failed (it is retried).
     fn flush_failed(&self);
+    /// Bytes of sealed segments waiting for the storage, in memory and in spool files.
+    fn buffered(&self, memory_bytes: u64, spool_bytes: u64);
 }
 
 fn now_ms() -> i64 {
@@ -113,14 +141,56 @@ pub async fn record(
         s = watch.watch("", Some(options)) => s.map_err(|e| Break::Watch(crate::etcd::describe(&e)))?,
         () = cancel.cancelled() => return Ok(position),
     };
+    let outbox = Outbox::new(
+        &chain.chain,
+        position,
+        outbox::Limits {
+            memory: opts.max_buffer_bytes,
+            spool: opts.max_spool_bytes,
+            dir: opts.spool_dir.clone(),
+        },
+    );
+    let watching = watch_loop(
+        client,
+        &mut stream,
+        (position, ordered),
+        opts,
+        &outbox,
+        &*observer,
+    );
+    // Losing the lead stops both at once: the next leader continues from what is durable
+    // (an interrupted put may land; readers accept overlaps that agree).
+    let result = tokio::select! {
+        biased;
+        () = cancel.cancelled() => Ok(()),
+        r = watching => r,
+        b = upload(&outbox, (repo, chain), opts, &*observer) => Err(b),
+    };
+    let durable = outbox.durable();
+    // Its spool files go with it: on a break the chain ends, on a stop the next leader
+    // records again from the durable revision.
+    drop(outbox);
+    observer.buffered(0, 0);
+    result.map(|()| durable)
+}
+
+/// Reads the watch and seals segments into the outbox; returns only on a break.
+async fn watch_loop(
+    client: &mut Client,
+    stream: &mut etcd_client::WatchStream,
+    (position, ordered): (i64, bool),
+    opts: &RecorderOptions,
+    outbox: &Outbox,
+    observer: &dyn Observer,
+) -> Result<(), Break> {
     let mut st = State {
-        durable: position,
+        sealed: position,
         position,
         pending: Vec::new(),
         pending_bytes: 0,
         has_revisions: false,
         first_pending: None,
-        last_flush: Instant::now(),
+        last_seal: Instant::now(),
         known_leases: HashSet::new(),
     };
     let mut assembler = Assembler::default();
@@ -133,8 +203,6 @@ pub async fn record(
     let mut last_progress_request = Instant::now();
     loop {
         tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Ok(st.durable),
             msg = stream.message() => {
                 let resp = match msg {
                     Ok(Some(r)) => r,
@@ -181,14 +249,12 @@ pub async fn record(
                             st.push(Record::Revision { revision, seen_ms, events });
                             st.position = revision;
                             st.has_revisions = true;
+                            // Sealed revision by revision, so that a response of many
+                            // revisions (a catch-up) still makes segments of about this size.
+                            if st.pending_bytes >= opts.max_segment_bytes {
+                                st.seal(outbox, observer)?;
+                            }
                         }
-                    }
-                }
-                if st.pending_bytes >= opts.max_segment_bytes {
-                    match st.flush((repo, chain), opts, &*observer, &cancel).await {
-                        Ok(()) => {}
-                        Err(None) => return Ok(st.durable),
-                        Err(Some(b)) => return Err(b),
                     }
                 }
             }
@@ -196,14 +262,13 @@ pub async fn record(
                 let due = if st.has_revisions {
                     st.first_pending.is_some_and(|t| t.elapsed() >= opts.flush_interval)
                 } else {
-                    st.last_flush.elapsed() >= opts.quiet_interval
+                    // While segments wait for the storage, a newer mark waits here (the
+                    // newest replaces the older ones) instead of queueing marks-only
+                    // segments of the same range behind them.
+                    st.last_seal.elapsed() >= opts.quiet_interval && outbox.is_empty()
                 };
                 if due {
-                    match st.flush((repo, chain), opts, &*observer, &cancel).await {
-                        Ok(()) => {}
-                        Err(None) => return Ok(st.durable),
-                        Err(Some(b)) => return Err(b),
-                    }
+                    st.seal(outbox, observer)?;
                 } else if !st.has_revisions
                     && ordered
                     && last_progress_request.elapsed() >= Duration::from_secs(1)
@@ -220,17 +285,66 @@ pub async fn record(
     }
 }
 
+/// Writes the outbox's segments to storage, oldest first, one at a time, each retried
+/// until it is durable; returns only on a break (a spool file that cannot be read back).
+async fn upload(
+    outbox: &Outbox,
+    (repo, chain): (&Repository, &ChainWriter),
+    opts: &RecorderOptions,
+    observer: &dyn Observer,
+) -> Break {
+    let first_retry = opts.flush_interval.min(MAX_RETRY);
+    loop {
+        let head = match outbox.head() {
+            None => {
+                outbox.wait().await;
+                continue;
+            }
+            Some(Ok(h)) => h,
+            Some(Err(b)) => return b,
+        };
+        let mut retry = first_retry;
+        loop {
+            let t0 = Instant::now();
+            match store::put_segment(repo, chain, (head.from, head.to), &head.records).await {
+                Ok(w) => {
+                    outbox.pop();
+                    observer.durable(head.to, w.manifest.last_seen_ms, t0.elapsed().as_secs_f64());
+                    let (memory, spool) = outbox.bytes();
+                    observer.buffered(memory, spool);
+                    break;
+                }
+                Err(e) => {
+                    observer.flush_failed();
+                    let (memory, spool) = outbox.bytes();
+                    tracing::warn!(
+                        error = %e,
+                        from_revision = head.from,
+                        to_revision = head.to,
+                        buffered_memory_bytes = memory,
+                        buffered_spool_bytes = spool,
+                        retry_in_ms = retry.as_millis() as u64,
+                        "could not store a change-log segment; keeping it and retrying"
+                    );
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+}
+
 struct State {
-    /// The last revision in a committed segment.
-    durable: i64,
+    /// The last revision in a sealed segment.
+    sealed: i64,
     /// The last revision received whole.
     position: i64,
     pending: Vec<Record>,
     pending_bytes: usize,
     has_revisions: bool,
-    /// When the oldest unflushed record was added.
+    /// When the oldest unsealed record was added.
     first_pending: Option<Instant>,
-    last_flush: Instant,
+    last_seal: Instant,
     known_leases: HashSet<i64>,
 }
 
@@ -254,52 +368,22 @@ impl State {
         self.push(mark);
     }
 
-    /// Writes what is pending. `Err(None)`: cancelled while writing.
-    async fn flush(
-        &mut self,
-        (repo, chain): (&Repository, &ChainWriter),
-        opts: &RecorderOptions,
-        observer: &dyn Observer,
-        cancel: &CancellationToken,
-    ) -> Result<(), Option<Break>> {
+    /// Seals what is pending into the segment (sealed, position] and hands it to the
+    /// outbox.
+    fn seal(&mut self, outbox: &Outbox, observer: &dyn Observer) -> Result<(), Break> {
         if !self.has_revisions {
             // Quiet: a segment of one mark at the current position.
             self.mark(now_ms());
         }
-        let t0 = Instant::now();
-        let put = store::put_segment(repo, chain, (self.durable, self.position), &self.pending);
-        // Losing the lead stops writing at once: the next leader continues from what is
-        // durable (an interrupted put may land; readers accept overlaps that agree).
-        let result = tokio::select! {
-            r = put => r,
-            () = cancel.cancelled() => return Err(None),
-        };
-        match result {
-            Ok(w) => {
-                self.durable = self.position;
-                observer.durable(
-                    self.position,
-                    w.manifest.last_seen_ms,
-                    t0.elapsed().as_secs_f64(),
-                );
-                self.pending.clear();
-                self.pending_bytes = 0;
-                self.has_revisions = false;
-                self.first_pending = None;
-                self.last_flush = Instant::now();
-                Ok(())
-            }
-            Err(e) => {
-                observer.flush_failed();
-                tracing::warn!(error = %e, unflushed_bytes = self.pending_bytes, "could not store a change-log segment; keeping it and retrying");
-                if self.pending_bytes > opts.max_buffer_bytes {
-                    return Err(Some(Break::Buffer {
-                        bytes: self.pending_bytes,
-                        limit: opts.max_buffer_bytes,
-                    }));
-                }
-                Ok(())
-            }
-        }
+        let records = std::mem::take(&mut self.pending);
+        let bytes = std::mem::take(&mut self.pending_bytes);
+        outbox.push((self.sealed, self.position), records, bytes)?;
+        let (memory, spool) = outbox.bytes();
+        observer.buffered(memory, spool);
+        self.sealed = self.position;
+        self.has_revisions = false;
+        self.first_pending = None;
+        self.last_seal = Instant::now();
+        Ok(())
     }
 }

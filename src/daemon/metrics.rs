@@ -67,6 +67,9 @@ pub struct Changes {
     pub flushes_total: u64,
     pub flush_failures_total: u64,
     pub chain_breaks_total: u64,
+    /// Sealed segments waiting for the storage: bytes in memory, in spool files.
+    pub buffered_memory_bytes: u64,
+    pub buffered_spool_bytes: u64,
     /// Why the chain is broken, until a new one runs.
     pub broken: Option<String>,
     /// The last chain proof's outcome (`[changes] prove-backups`).
@@ -94,6 +97,12 @@ impl crate::changes::recorder::Observer for Metrics {
     }
     fn flush_failed(&self) {
         self.with_changes(|c| c.flush_failures_total += 1);
+    }
+    fn buffered(&self, memory_bytes: u64, spool_bytes: u64) {
+        self.with_changes(|c| {
+            c.buffered_memory_bytes = memory_bytes;
+            c.buffered_spool_bytes = spool_bytes;
+        });
     }
 }
 
@@ -244,6 +253,7 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP lifeboat_changes_durable_revision The last revision durable in the change log.\n# TYPE lifeboat_changes_durable_revision gauge\nlifeboat_changes_durable_revision {}", c.durable_revision);
                 let _ = writeln!(out, "# HELP lifeboat_changes_durable_age_seconds Age of the last durable record of the change log: the current RPO (0 before the first).\n# TYPE lifeboat_changes_durable_age_seconds gauge\nlifeboat_changes_durable_age_seconds {age}");
                 let _ = writeln!(out, "# HELP lifeboat_changes_flush_seconds Duration of the last segment write.\n# TYPE lifeboat_changes_flush_seconds gauge\nlifeboat_changes_flush_seconds {:.3}", c.flush_seconds);
+                let _ = writeln!(out, "# HELP lifeboat_changes_buffered_bytes Sealed change-log segments waiting for the storage, in memory (up to [changes] max-buffer-bytes), then in spool files (up to max-spool-bytes).\n# TYPE lifeboat_changes_buffered_bytes gauge\nlifeboat_changes_buffered_bytes{{where=\"memory\"}} {}\nlifeboat_changes_buffered_bytes{{where=\"spool\"}} {}", c.buffered_memory_bytes, c.buffered_spool_bytes);
                 let _ = writeln!(out, "# HELP lifeboat_changes_broken 1 while the change log is broken and no new chain runs yet.\n# TYPE lifeboat_changes_broken gauge\nlifeboat_changes_broken {}", u8::from(c.broken.is_some()));
                 let _ = writeln!(out, "# HELP lifeboat_changes_segments_total Segments written by this instance.\n# TYPE lifeboat_changes_segments_total counter\nlifeboat_changes_segments_total {}", c.flushes_total);
                 let _ = writeln!(out, "# HELP lifeboat_changes_flush_failures_total Failed segment writes (retried).\n# TYPE lifeboat_changes_flush_failures_total counter\nlifeboat_changes_flush_failures_total {}", c.flush_failures_total);
@@ -285,7 +295,11 @@ mod tests {
                 revision: 42,
             }),
         );
+        m.changes_enabled();
+        crate::changes::recorder::Observer::buffered(&m, 5, 7);
         let text = m.render(DateTime::from_timestamp(1_060, 0).unwrap());
+        assert!(text.contains("lifeboat_changes_buffered_bytes{where=\"memory\"} 5\n"));
+        assert!(text.contains("lifeboat_changes_buffered_bytes{where=\"spool\"} 7\n"));
         assert!(
             text.contains("lifeboat_skipped_ticks_total{task=\"backup\"} 2\n"),
             "{text}"

@@ -137,7 +137,11 @@ pub async fn run(settings: DaemonSettings, shutdown: CancellationToken) -> Resul
         verify_running: AtomicBool::new(false),
         drill_running: AtomicBool::new(false),
     });
-    clean_spool_leftovers(&jobs.backup_opts.spool_dir, jobs.settings.leftover_grace);
+    clean_spool_leftovers(
+        &jobs.backup_opts.spool_dir,
+        jobs.settings.leftover_grace,
+        Leftover::Backup,
+    );
     let watcher = tokio::spawn(jobs.clone().watch());
     let recorder = jobs.settings.changes.is_some().then(|| {
         metrics.changes_enabled();
@@ -531,6 +535,16 @@ impl Jobs {
 /// Pause after a failed attempt to record (etcd or the storage unreachable).
 const RECORD_RETRY: Duration = Duration::from_secs(5);
 
+/// Logs why a new chain could not start yet and waits [`RECORD_RETRY`]; false when the
+/// term ends first.
+async fn pause_before_retry(error: &str, term: &CancellationToken) -> bool {
+    tracing::warn!(error = %error, retry_in = RECORD_RETRY.as_secs(), "change log: no new chain yet; retrying");
+    tokio::select! {
+        () = tokio::time::sleep(RECORD_RETRY) => true,
+        () = term.cancelled() => false,
+    }
+}
+
 impl Jobs {
     /// Records the change log while this daemon leads, term after term.
     async fn record_changes(self: Arc<Self>) {
@@ -538,6 +552,9 @@ impl Jobs {
             return;
         };
         let writer = format!("{:08x}", backup::rand_u32());
+        // Spool files of a recorder that died with its process are useless (the chain
+        // continues from what is durable in storage); this one has written none yet.
+        clean_spool_leftovers(&opts.spool_dir, Duration::ZERO, Leftover::Changes);
         while !self.shutdown.is_cancelled() {
             let Some(term) = self.leadership.term() else {
                 tokio::select! {
@@ -627,9 +644,36 @@ impl Jobs {
                 c.chain_breaks_total += 1;
                 c.broken = Some(broken.to_string());
             });
-            let m = self.backup_for_chain(term).await?;
-            self.begin_chain(&m, writer).await?;
+            if !self.new_chain_after_break(writer, term).await {
+                return Ok(());
+            }
             self.metrics.with_changes(|c| c.broken = None);
+        }
+    }
+
+    /// A full backup and a new chain from it, retried until both are done (the storage
+    /// may be what broke the chain, and still be away); false when the term ends first.
+    /// Until then the broken chain is not continued.
+    async fn new_chain_after_break(&self, writer: &str, term: &CancellationToken) -> bool {
+        let m = loop {
+            match self.backup_for_chain(term).await {
+                Ok(m) => break m,
+                Err(e) => {
+                    if !pause_before_retry(&e, term).await {
+                        return false;
+                    }
+                }
+            }
+        };
+        loop {
+            match self.begin_chain(&m, writer).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    if !pause_before_retry(&e, term).await {
+                        return false;
+                    }
+                }
+            }
         }
     }
 
@@ -762,15 +806,42 @@ impl Jobs {
     }
 }
 
-/// Spool files of backups that died with their process (killed, power loss): older than
-/// the grace period, nobody writes them any more.
-fn clean_spool_leftovers(dir: &std::path::Path, grace: Duration) {
+/// The kinds of spool file a process that died (killed, power loss) leaves behind.
+#[derive(Debug, Clone, Copy)]
+enum Leftover {
+    /// `lifeboat-<id>.db.spool`: a backup's stream-check skeleton.
+    Backup,
+    /// `lifeboat-changes-<chain>-<from>-<to>.spool`: a recorder's sealed segment.
+    Changes,
+}
+
+impl Leftover {
+    fn matches(self, name: &str) -> bool {
+        match self {
+            Leftover::Backup => name.starts_with("lifeboat-") && name.ends_with(".db.spool"),
+            Leftover::Changes => crate::changes::outbox::is_spool_name(name),
+        }
+    }
+
+    fn removed(self) -> &'static str {
+        match self {
+            Leftover::Backup => "removed the spool file of a backup that never finished",
+            Leftover::Changes => {
+                "removed a change-log spool file of a recorder that did not stop cleanly (its revisions are recorded again from the last durable one)"
+            }
+        }
+    }
+}
+
+/// Spool files of `kind` that died with their process: older than the grace period,
+/// nobody writes them any more.
+fn clean_spool_leftovers(dir: &std::path::Path, grace: Duration, kind: Leftover) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("lifeboat-") && name.ends_with(".db.spool")) {
+        if !kind.matches(&name) {
             continue;
         }
         let old = entry
@@ -780,7 +851,7 @@ fn clean_spool_leftovers(dir: &std::path::Path, grace: Duration) {
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age > grace);
         if old && std::fs::remove_file(entry.path()).is_ok() {
-            tracing::info!(path = %entry.path().display(), "removed the spool file of a backup that never finished");
+            tracing::info!(path = %entry.path().display(), "{}", kind.removed());
         }
     }
 }
