@@ -1460,6 +1460,26 @@ fn the_daemon_proves_the_chain_after_each_scheduled_backup() {
     );
     assert!(daemon.log_text().contains("chain proof passed"));
     drop(daemon);
+    // One write after the last scheduled backup, recorded by a daemon that takes none: the
+    // chain then reaches past the newest backup whatever the last tick did.
+    let quiet = Daemon::start(
+        dir.path(),
+        "q",
+        &config(&cluster, &storage, dir.path()),
+        &[],
+    );
+    let revision = rt
+        .block_on(c.put("/registry/configmaps/ns/after", "v", None))
+        .expect("put")
+        .header()
+        .expect("header")
+        .revision();
+    wait_until(
+        Duration::from_secs(60),
+        "the last write to be durable",
+        || quiet.metric("lifeboat_changes_durable_revision") >= revision as f64,
+    );
+    drop(quiet);
     // Retention keeps what the kept backups need: with only the newest backup kept, the
     // chain's coverage starts at it, and the segments before it are gone.
     let cfg = dir.path().join("prune.toml");
