@@ -21,10 +21,15 @@ Then (daemon) `lifeboat daemon` backing up a 25 MB database every second until i
 committed BENCH_DAEMON_BACKUPS (default 1000) backups, its RSS sampled throughout, with a
 niced CPU burner beside it (the loaded case of issue 9).
 
+Then (changes) the change log's RPO at 1,000 and 5,000 writes/s to file:// and SeaweedFS,
+the recorder's CPU and memory and the replay rate of `fetch --to-revision`; and (pitr) the
+time to restore to a point one hour (at 100 writes/s) after a 1 GiB base (issue 10).
+
 Environment: BENCH_SHAPES, BENCH_DB_BYTES, BENCH_BUSY_OBJECTS, BENCH_TINY_KEYS,
 BENCH_RUNS (status runs, default 5), BENCH_BACKUP_RUNS (default 3), BENCH_RESTORE_RUNS
-(default 2), BENCH_DAEMON_BACKUPS (default 1000), BENCH_ONLY (a comma-separated subset of
-status,backup,restore,daemon; default all).
+(default 2), BENCH_DAEMON_BACKUPS (default 1000), BENCH_CHANGES_SECONDS (default 20),
+BENCH_PITR_BASE_BYTES (default 1 GiB), BENCH_PITR_REVISIONS (default 360,000), BENCH_ONLY
+(a comma-separated subset of status,backup,restore,daemon,changes,pitr; default all).
 """
 import json, os, platform, shutil, socket, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -722,8 +727,9 @@ def bench_pitr(work):
     d = work / "pitr"
     etcd, endpoint = start_etcd(d)
     try:
-        load(endpoint, ["--objects", 10_000_000, "--rounds", 1, "--value-min", 2048,
-                        "--value-max", 8192, "--target-bytes", PITR_BASE_BYTES])
+        # The busy shape's objects (2-8 KiB, ~6 KiB each on disk): as many as make the base.
+        load(endpoint, ["--objects", PITR_BASE_BYTES // 6000, "--rounds", 1, "--value-min",
+                        2048, "--value-max", 8192, "--target-bytes", NO_LIMIT])
         port = free_port()
         cfg = d / "lifeboat.toml"
         cfg.write_text(f"""[etcd]
