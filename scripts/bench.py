@@ -647,6 +647,34 @@ def peak_rss_kib(pid):
     return 0
 
 
+def write_recorder_config(cfg, endpoint, url, spool, port):
+    """A daemon that records the change log and takes no scheduled backups."""
+    cfg.write_text(f"""[etcd]
+endpoints = ["{endpoint}"]
+[storage]
+url = "{url}"
+[backup]
+spool-dir = "{spool}"
+schedule = "0 0 0 1 1 *"
+[changes]
+enabled = true
+[drill]
+etcd-binary = "{ETCD / 'etcd'}"
+etcdutl = "{ETCD / 'etcdutl'}"
+[daemon]
+listen = "127.0.0.1:{port}"
+leader-election = false
+""")
+
+
+def wait_recording(port, daemon, logfile, seconds):
+    deadline = time.monotonic() + seconds
+    while metric(port, "lifeboat_changes_recording") != 1.0:
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            sys.exit("bench: the recorder did not start: " + logfile.read_text()[-2000:])
+        time.sleep(0.2)
+
+
 def bench_changes(work, s3env):
     """The change log: RPO at two write rates to file:// and SeaweedFS, the recorder's CPU
     and memory, the extra load on etcd, and the replay rate of `fetch --to-revision`."""
@@ -661,33 +689,13 @@ def bench_changes(work, s3env):
                 (d / tag).mkdir()
                 url = f"file://{d}/{tag}/repo" if store == "file" else f"s3://{s3env['BUCKET']}/changes-{tag}"
                 cfg = d / tag / "lifeboat.toml"
-                cfg.write_text(f"""[etcd]
-endpoints = ["{endpoint}"]
-[storage]
-url = "{url}"
-[backup]
-spool-dir = "{d}/{tag}"
-schedule = "0 0 0 1 1 *"
-[changes]
-enabled = true
-[drill]
-etcd-binary = "{ETCD / 'etcd'}"
-etcdutl = "{ETCD / 'etcdutl'}"
-[daemon]
-listen = "127.0.0.1:{port}"
-leader-election = false
-""")
+                write_recorder_config(cfg, endpoint, url, d / tag, port)
                 env = dict(os.environ, **{k: v for k, v in s3env.items() if k != "BUCKET"})
                 logf = open(d / tag / "daemon.log", "w")
                 daemon = subprocess.Popen([LIFEBOAT, "daemon", "--config", cfg], stdout=logf,
                                           stderr=logf, env=env)
                 try:
-                    deadline = time.monotonic() + 60
-                    while metric(port, "lifeboat_changes_recording") != 1.0:
-                        if daemon.poll() is not None or time.monotonic() > deadline:
-                            sys.exit("changes bench: the recorder did not start: "
-                                     + (d / tag / "daemon.log").read_text()[-2000:])
-                        time.sleep(0.2)
+                    wait_recording(port, daemon, d / tag / "daemon.log", 60)
                     cpu0, etcd0 = cpu_seconds(daemon.pid), cpu_seconds(etcd.pid)
                     out = subprocess.run([RPO_PROBE, "--endpoint", endpoint, "--metrics",
                                           f"http://127.0.0.1:{port}/metrics", "--rate", str(rate),
@@ -732,31 +740,12 @@ def bench_pitr(work):
                         2048, "--value-max", 8192, "--target-bytes", NO_LIMIT])
         port = free_port()
         cfg = d / "lifeboat.toml"
-        cfg.write_text(f"""[etcd]
-endpoints = ["{endpoint}"]
-[storage]
-url = "file://{d}/repo"
-[backup]
-spool-dir = "{d}"
-schedule = "0 0 0 1 1 *"
-[changes]
-enabled = true
-[drill]
-etcd-binary = "{ETCD / 'etcd'}"
-etcdutl = "{ETCD / 'etcdutl'}"
-[daemon]
-listen = "127.0.0.1:{port}"
-leader-election = false
-""")
+        write_recorder_config(cfg, endpoint, f"file://{d}/repo", d, port)
         logf = open(d / "daemon.log", "w")
         daemon = subprocess.Popen([LIFEBOAT, "daemon", "--config", cfg], stdout=logf, stderr=logf)
         try:
-            deadline = time.monotonic() + 600
-            while metric(port, "lifeboat_changes_recording") != 1.0:
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("pitr bench: the recorder did not start: "
-                             + (d / "daemon.log").read_text()[-2000:])
-                time.sleep(0.5)
+            # The first full backup of a 1 GiB base comes first.
+            wait_recording(port, daemon, d / "daemon.log", 600)
             log(f"pitr: writing {PITR_REVISIONS:,} revisions after the base")
             out = subprocess.run([RPO_PROBE, "--endpoint", endpoint, "--metrics",
                                   f"http://127.0.0.1:{port}/metrics", "--rate", "5000",

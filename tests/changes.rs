@@ -27,6 +27,22 @@ fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (60 s at most) until `daemon` records with a durable revision; returns it.
+fn recording_from(daemon: &Daemon) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(daemon.metric("lifeboat_changes_recording") == 1.0
+        && daemon.metric("lifeboat_changes_durable_revision") > 0.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not recording:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon.metric("lifeboat_changes_durable_revision") as i64
+}
+
 fn config(cluster: &Cluster, storage: &str, spool: &std::path::Path) -> String {
     let endpoints: Vec<String> = cluster
         .endpoints()
@@ -688,18 +704,7 @@ fn a_storage_outage_shorter_than_the_buffer_loses_nothing() {
         &config(&cluster, &storage, dir.path()),
         &env,
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(daemon.metric("lifeboat_changes_recording") == 1.0
-        && daemon.metric("lifeboat_changes_durable_revision") > 0.0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "not recording:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let base = daemon.metric("lifeboat_changes_durable_revision") as i64;
+    let base = recording_from(&daemon);
     // A writer: 20 puts a second for the whole test.
     let endpoints = cluster.endpoints();
     let (stop, writer) = spawn_writer(endpoints, "/registry/configmaps/ns/cm", 500, 50);
@@ -819,18 +824,7 @@ impl SpoolBench {
             ),
         );
         let daemon = Daemon::start(dir.path(), "d", &cfg, &env);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !(daemon.metric("lifeboat_changes_recording") == 1.0
-            && daemon.metric("lifeboat_changes_durable_revision") > 0.0)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "not recording:\n{}",
-                daemon.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let base = daemon.metric("lifeboat_changes_durable_revision") as i64;
+        let base = recording_from(&daemon);
         assert!(
             !stale.exists(),
             "a stale spool file is removed when the recorder starts"

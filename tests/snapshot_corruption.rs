@@ -17,6 +17,7 @@ use etcd_lifeboat::snapshot::db::Database;
 use etcd_lifeboat::snapshot::page::{FLAG_BRANCH, FLAG_LEAF, PageHeader};
 use etcd_lifeboat::snapshot::{self, SnapshotError};
 use proptest::prelude::*;
+use support::bytes::{flip, put_u32, put_u64};
 use support::etcd::Cluster;
 use support::tools::EtcdVersion;
 use support::workload;
@@ -106,19 +107,6 @@ fn assert_error(bytes: &[u8], what: &str) -> SnapshotError {
             e
         }
     }
-}
-
-fn flip(bytes: &[u8], offset: usize, bit: u8) -> Vec<u8> {
-    let mut b = bytes.to_vec();
-    b[offset] ^= 1 << bit;
-    b
-}
-
-fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
-    bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-fn put_u32(bytes: &mut [u8], at: usize, v: u32) {
-    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
 #[test]

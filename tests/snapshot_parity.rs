@@ -85,22 +85,7 @@ fn parity_across_workloads(version: EtcdVersion) {
         snapshots.push((name.to_owned(), path));
     };
 
-    take(&cluster, "empty");
-    let k8s = rt.block_on(workload::kubernetes_like(&mut client, 4, 30));
-    take(&cluster, "kubernetes");
-    let some: Vec<String> = k8s.keys.iter().take(40).cloned().collect();
-    rt.block_on(workload::overwrites(&mut client, &some, 3));
-    rt.block_on(workload::deletes(&mut client, "/registry/pods/", 10));
-    take(&cluster, "overwrites-deletes");
-    rt.block_on(workload::leases(&mut client, 8));
-    take(&cluster, "leases");
-    rt.block_on(workload::big_values(&mut client, 6, 200 * 1024));
-    take(&cluster, "big-values");
-    let compacted = rt.block_on(workload::compaction(&mut client));
-    take(&cluster, "compacted");
-    let auth = rt.block_on(workload::auth_users(&mut client, workload::ROOT_PASSWORD));
-    cluster.set_credentials(&auth.root_user, &auth.root_password);
-    take(&cluster, "auth");
+    let compacted = workload::every_workload(&mut cluster, &rt, &mut client, &mut take);
 
     for (name, path) in &snapshots {
         let ours = assert_parity(path);

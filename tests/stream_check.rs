@@ -19,6 +19,7 @@ use etcd_lifeboat::snapshot::db::Database;
 use etcd_lifeboat::snapshot::page::{FLAG_BRANCH, FLAG_LEAF, PageHeader};
 use etcd_lifeboat::snapshot::{self, ScanOptions, SnapshotError, Status, stream};
 use proptest::prelude::*;
+use support::bytes::{flip, put_u16, put_u32, put_u64};
 use support::etcd::Cluster;
 use support::tools::EtcdVersion;
 use support::workload::{self, Noise};
@@ -99,22 +100,7 @@ fn parity_across_workloads(version: EtcdVersion) {
         let path = cluster.snapshot_save(0, dir.path().join(format!("{name}.db")));
         snapshots.push((name.to_owned(), std::fs::read(path).expect("read snapshot")));
     };
-    take(&cluster, "empty");
-    let k8s = rt.block_on(workload::kubernetes_like(&mut client, 4, 30));
-    take(&cluster, "kubernetes");
-    let some: Vec<String> = k8s.keys.iter().take(40).cloned().collect();
-    rt.block_on(workload::overwrites(&mut client, &some, 3));
-    rt.block_on(workload::deletes(&mut client, "/registry/pods/", 10));
-    take(&cluster, "overwrites-deletes");
-    rt.block_on(workload::leases(&mut client, 8));
-    take(&cluster, "leases");
-    rt.block_on(workload::big_values(&mut client, 6, 200 * 1024));
-    take(&cluster, "big-values");
-    rt.block_on(workload::compaction(&mut client));
-    take(&cluster, "compacted");
-    let auth = rt.block_on(workload::auth_users(&mut client, workload::ROOT_PASSWORD));
-    cluster.set_credentials(&auth.root_user, &auth.root_password);
-    take(&cluster, "auth");
+    workload::every_workload(&mut cluster, &rt, &mut client, &mut take);
 
     for (name, bytes) in &snapshots {
         let s = assert_same(bytes, name);
@@ -303,24 +289,6 @@ fn fixture() -> &'static Fixture {
             pages,
         }
     })
-}
-
-fn flip(bytes: &[u8], offset: usize, bit: u8) -> Vec<u8> {
-    let mut b = bytes.to_vec();
-    b[offset] ^= 1 << bit;
-    b
-}
-
-fn put_u64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put_u32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put_u16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
 
 #[test]

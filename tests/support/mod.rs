@@ -20,6 +20,7 @@
 // Every integration test compiles this module on its own and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod bytes;
 pub mod daemon;
 pub mod etcd;
 pub mod faulty_proxy;

@@ -711,3 +711,31 @@ pub fn dump(endpoints: Vec<String>) -> std::collections::BTreeMap<Vec<u8>, Vec<u
             .collect()
     })
 }
+
+/// Every workload of the parity tests, in order, with `take(cluster, name)` after each:
+/// `empty`, `kubernetes`, `overwrites-deletes`, `leases`, `big-values`, `compacted` and
+/// `auth` (after which the cluster's credentials are root's). Returns the compaction.
+pub fn every_workload(
+    cluster: &mut Cluster,
+    rt: &tokio::runtime::Runtime,
+    client: &mut Client,
+    take: &mut dyn FnMut(&Cluster, &str),
+) -> CompactionSummary {
+    take(cluster, "empty");
+    let k8s = rt.block_on(kubernetes_like(client, 4, 30));
+    take(cluster, "kubernetes");
+    let some: Vec<String> = k8s.keys.iter().take(40).cloned().collect();
+    rt.block_on(overwrites(client, &some, 3));
+    rt.block_on(deletes(client, "/registry/pods/", 10));
+    take(cluster, "overwrites-deletes");
+    rt.block_on(leases(client, 8));
+    take(cluster, "leases");
+    rt.block_on(big_values(client, 6, 200 * 1024));
+    take(cluster, "big-values");
+    let compacted = rt.block_on(compaction(client));
+    take(cluster, "compacted");
+    let auth = rt.block_on(auth_users(client, ROOT_PASSWORD));
+    cluster.set_credentials(&auth.root_user, &auth.root_password);
+    take(cluster, "auth");
+    compacted
+}
