@@ -13,8 +13,11 @@
 pub mod convert;
 pub mod outbox;
 pub mod proof;
+mod protobuf;
 pub mod prune;
+pub mod raft_request;
 pub mod recorder;
 pub mod replay;
 pub mod segment;
 pub mod store;
+pub mod wal;
