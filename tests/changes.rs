@@ -164,8 +164,12 @@ fn kvs(version: EtcdVersion, endpoint: &str, rev: Option<i64>) -> (serde_json::V
 
 /// A config naming the storage and the scratch member's binaries (etcd 3.5.30).
 fn tools_config(dir: &std::path::Path, storage: &str) -> std::path::PathBuf {
-    let cfg = dir.join("tools.toml");
-    let tool = EtcdVersion::V3_5_30;
+    tools_config_for(dir, storage, EtcdVersion::V3_5_30)
+}
+
+/// As [`tools_config`], with the scratch member's binaries of `tool`.
+fn tools_config_for(dir: &std::path::Path, storage: &str, tool: EtcdVersion) -> std::path::PathBuf {
+    let cfg = dir.join(format!("tools-{}.toml", tool.label()));
     std::fs::write(
         &cfg,
         format!(
@@ -1563,8 +1567,8 @@ fn the_wal_replay_names_the_first_revision_etcd_did_not_apply() {
         daemon.metric("lifeboat_changes_durable_revision") >= last as f64
     });
     drop(daemon);
-    let cfg = tools_config(dir.path(), &storage);
-    let fetch = |name: &str| {
+    let fetch_with = |name: &str, tool: EtcdVersion| {
+        let cfg = tools_config_for(dir.path(), &storage, tool);
         let out = dir.path().join(name);
         let res = support::lifeboat::run(support::lifeboat::lifeboat(
             &[
@@ -1582,6 +1586,7 @@ fn the_wal_replay_names_the_first_revision_etcd_did_not_apply() {
         ));
         (res, out)
     };
+    let fetch = |name: &str| fetch_with(name, EtcdVersion::V3_5_30);
     let (good, _) = fetch("good.db");
     let report: serde_json::Value =
         serde_json::from_str(support::lifeboat::ok(good).trim()).expect("json");
@@ -1657,6 +1662,49 @@ fn the_wal_replay_names_the_first_revision_etcd_did_not_apply() {
 
     let (again, _) = fetch("again.db");
     support::lifeboat::ok(again);
+
+    // A revision of 11 MiB (eleven 1 MiB values more in one revision): etcd 3.5.30 reads
+    // such a WAL record back, so it all goes through the WAL; etcd 3.5.1 reads none of
+    // 10 MiB or more, so the revisions before it go through the WAL and the rest over
+    // gRPC.
+    let r = base + 6;
+    let original = rewrite_segment(&rt, &repo, r, |records| {
+        let events = events_of(records, r);
+        for j in 0..11 {
+            events.push(Event {
+                kind: EventKind::Put,
+                key: format!("/registry/big/{j}").into_bytes(),
+                value: vec![b'x'; 1 << 20],
+                create_revision: r,
+                mod_revision: r,
+                version: 1,
+                lease: 0,
+            });
+        }
+    });
+    let report = |(res, out): (std::process::Output, std::path::PathBuf)| {
+        let report: serde_json::Value =
+            serde_json::from_str(support::lifeboat::ok(res).trim()).expect("json");
+        assert!(out.exists());
+        report
+    };
+    let new = report(fetch("large-3.5.30.db"));
+    assert_eq!(new["method"], "wal", "{new}");
+    let old = report(fetch_with("large-3.5.1.db", EtcdVersion::V3_5_1));
+    assert_eq!(old["method"], "wal+grpc", "{old}");
+    let why = old["grpc_reason"].as_str().expect("reason");
+    assert!(
+        why.contains(&format!("revision {r} "))
+            && why.contains("etcd 3.5.1")
+            && why.contains("10 MiB"),
+        "{old}"
+    );
+    assert_eq!(
+        old["revisions_replayed"].as_i64(),
+        Some(last - base),
+        "{old}"
+    );
+    put_segment_back(&rt, &repo, original);
 }
 
 /// `[changes] prove-backups`: after each scheduled backup the daemon proves the chain
