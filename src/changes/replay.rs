@@ -525,7 +525,7 @@ async fn apply(
     let t = Instant::now();
     let ready = match o.method {
         Method::Auto => wal_replay::ready(member).await,
-        Method::Grpc => Err("LIFEBOAT_REPLAY_METHOD=grpc".into()),
+        Method::Grpc => Err("the gRPC replay was asked for (LIFEBOAT_REPLAY_METHOD=grpc)".into()),
     };
     let (mut running, mut revisions, grpc_reason, method) = match ready {
         Ok(ready) => {
@@ -542,7 +542,7 @@ async fn apply(
         Err(why) => {
             tracing::warn!(
                 reason = %why,
-                "the restored member cannot take the replay in its WAL: replaying over gRPC, one transaction per revision"
+                "replaying over gRPC, one transaction per revision, not through the restored member's WAL"
             );
             let running = member
                 .start(&["--unsafe-no-fsync"], o.timeout)
