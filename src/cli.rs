@@ -534,7 +534,7 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
         chain_proof: match (config.changes.enabled, config.changes.prove_backups) {
             (Some(true), Some(true)) => {
                 let d = restore::drill_options(&config.drill, config, None, None, None)?;
-                Some(crate::changes::replay::ReplayOptions::from(d))
+                Some(restore::replay_options(d)?)
             }
             _ => None,
         },
@@ -685,7 +685,7 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
                 .map_err(Failure::Replay)?;
             // The scratch member's binaries: as the drill's.
             let d = restore::drill_options(&config.drill, config, None, None, None)?;
-            let o = crate::changes::replay::ReplayOptions::from(d);
+            let o = restore::replay_options(d)?;
             let report = rt
                 .block_on(crate::changes::replay::replay(
                     &repo,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
-use etcd_lifeboat::changes::segment::{EventKind, Record};
+use etcd_lifeboat::changes::segment::{Event, EventKind, Record};
 use etcd_lifeboat::changes::store::{self, Listed};
 use etcd_lifeboat::repository::Repository;
 use support::daemon::Daemon;
@@ -180,8 +180,12 @@ fn kvs(version: EtcdVersion, endpoint: &str, rev: Option<i64>) -> (serde_json::V
 
 /// A config naming the storage and the scratch member's binaries (etcd 3.5.30).
 fn tools_config(dir: &std::path::Path, storage: &str) -> std::path::PathBuf {
-    let cfg = dir.join("tools.toml");
-    let tool = EtcdVersion::V3_5_30;
+    tools_config_for(dir, storage, EtcdVersion::V3_5_30)
+}
+
+/// As [`tools_config`], with the scratch member's binaries of `tool`.
+fn tools_config_for(dir: &std::path::Path, storage: &str, tool: EtcdVersion) -> std::path::PathBuf {
+    let cfg = dir.join(format!("tools-{}.toml", tool.label()));
     std::fs::write(
         &cfg,
         format!(
@@ -195,18 +199,32 @@ fn tools_config(dir: &std::path::Path, storage: &str) -> std::path::PathBuf {
 }
 
 /// `lifeboat fetch --to-revision/--to-time`, then the file restored and compared key by
-/// key (value, create/mod revision, version, lease) with the original at `expect`.
+/// key (value, create/mod revision, version, lease) with the original at `expect`;
+/// returns fetch's JSON report.
 fn restore_to_point(
     cluster: &Cluster,
     storage: &str,
     dir: &std::path::Path,
     point: (&str, String),
     expect: i64,
-) {
+) -> serde_json::Value {
+    restore_to_point_with(cluster, storage, dir, point, expect, &[])
+}
+
+/// As [`restore_to_point`], with `env` for lifeboat (`LIFEBOAT_REPLAY_*`).
+fn restore_to_point_with(
+    cluster: &Cluster,
+    storage: &str,
+    dir: &std::path::Path,
+    point: (&str, String),
+    expect: i64,
+    env: &[(String, String)],
+) -> serde_json::Value {
     let cfg = tools_config(dir, storage);
     let tool = EtcdVersion::V3_5_30;
+    let variant: String = env.iter().map(|(_, v)| format!("-{v}")).collect();
     let out = dir.join(format!(
-        "point-{}-{}.db",
+        "point-{}-{}{variant}.db",
         point.0.trim_start_matches('-'),
         expect
     ));
@@ -222,7 +240,7 @@ fn restore_to_point(
             "-w",
             "json",
         ],
-        &[],
+        env,
     ));
     let stdout = support::lifeboat::text(&res.stdout);
     assert!(
@@ -252,6 +270,7 @@ fn restore_to_point(
         got, want,
         "every key, value, create/mod revision, version and lease at {expect}"
     );
+    report
 }
 
 /// Every revision in (from, to], as an independent watch delivers it.
@@ -513,19 +532,24 @@ fn recording_check(version: EtcdVersion) {
     // Restore to points across the run: right after the backup, after a multi-op txn,
     // after the 1000-key DeleteRange, the 1 MiB value, with keys on leases, after the
     // leases expired; and to a time.
+    // Each through the restored member's WAL, in one start of it.
     let mut revisions = vec![base + 1];
     revisions.extend(&points.revisions);
+    let through_the_wal = |report: &serde_json::Value| {
+        assert_eq!(report["method"], "wal", "{report}");
+        assert_eq!(report["member_starts"], 1, "{report}");
+    };
     for r in revisions {
-        restore_to_point(
+        through_the_wal(&restore_to_point(
             &cluster,
             &storage,
             dir.path(),
             ("--to-revision", r.to_string()),
             r,
-        );
+        ));
     }
     let (t, rev_at_t) = points.quiet.expect("a quiet time");
-    restore_to_point(
+    through_the_wal(&restore_to_point(
         &cluster,
         &storage,
         dir.path(),
@@ -534,6 +558,40 @@ fn recording_check(version: EtcdVersion) {
             t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         ),
         rev_at_t,
+    ));
+    // The point with keys on leases again, in batches of 40 entries: etcd stopped and
+    // started between them, each batch appended after what etcd left in its WAL, the
+    // leases granted in one batch alive in the next.
+    let with_leases = points.revisions[3];
+    let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+    let batched = restore_to_point_with(
+        &cluster,
+        &storage,
+        dir.path(),
+        ("--to-revision", with_leases.to_string()),
+        with_leases,
+        &env("LIFEBOAT_REPLAY_BATCH", "40"),
+    );
+    assert_eq!(batched["method"], "wal", "{batched}");
+    assert!(
+        batched["member_starts"].as_u64().expect("starts") >= 3,
+        "{batched}"
+    );
+    // And over gRPC, one transaction per revision: the fallback still restores exactly.
+    let grpc = restore_to_point_with(
+        &cluster,
+        &storage,
+        dir.path(),
+        ("--to-revision", with_leases.to_string()),
+        with_leases,
+        &env("LIFEBOAT_REPLAY_METHOD", "grpc"),
+    );
+    assert_eq!(grpc["method"], "grpc", "{grpc}");
+    assert!(
+        grpc["grpc_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("LIFEBOAT_REPLAY_METHOD")),
+        "{grpc}"
     );
     // Outside the log: refused, naming what can be restored.
     let nowhere = dir.path().join("no.db");
@@ -1391,6 +1449,256 @@ fn the_chain_proof_passes_on_a_good_chain_and_fails_on_a_tampered_segment() {
         err.contains("does not give backup") && err.contains("/registry/proof/last"),
         "{err}"
     );
+}
+
+/// The events of revision `r` among a segment's records.
+fn events_of(records: &mut [Record], r: i64) -> &mut Vec<Event> {
+    records
+        .iter_mut()
+        .find_map(|rec| match rec {
+            Record::Revision {
+                revision, events, ..
+            } if *revision == r => Some(events),
+            _ => None,
+        })
+        .expect("the revision in its segment")
+}
+
+/// Rewrites the segment holding revision `r` with `change` applied to its records;
+/// returns the segment and its original records.
+fn rewrite_segment(
+    rt: &tokio::runtime::Runtime,
+    repo: &Repository,
+    r: i64,
+    change: impl FnOnce(&mut Vec<Record>),
+) -> (store::SegmentManifest, Vec<Record>) {
+    let m = rt
+        .block_on(store::list_segments(repo, None))
+        .expect("list")
+        .into_iter()
+        .find_map(|l| match l {
+            Listed::Segment(m) if m.from_revision < r && r <= m.to_revision => Some(*m),
+            _ => None,
+        })
+        .expect("the segment with the revision");
+    let original = rt
+        .block_on(store::read_segment(repo, &m, None))
+        .expect("read");
+    let mut records = original.clone();
+    change(&mut records);
+    put_segment_back(rt, repo, (m.clone(), records));
+    (m, original)
+}
+
+/// Writes `records` as segment `m` again.
+fn put_segment_back(
+    rt: &tokio::runtime::Runtime,
+    repo: &Repository,
+    (m, records): (store::SegmentManifest, Vec<Record>),
+) {
+    let w = store::ChainWriter {
+        cluster_id: m.cluster_id.clone(),
+        chain: m.chain.clone(),
+        base_revision: m.base_revision,
+        writer: m.writer.clone(),
+        zstd_level: 3,
+        recipients: vec![],
+    };
+    rt.block_on(store::put_segment(
+        repo,
+        &w,
+        (m.from_revision, m.to_revision),
+        &records,
+    ))
+    .expect("rewrite");
+}
+
+/// The WAL replay has no transaction answering with its revision: the watch check after
+/// etcd applied the entries is what sees a revision it skipped (with only a warning in
+/// its log: a delete of nothing, a put on a lease it refused to grant) — every later one
+/// shifts — and a recorded event etcd's own apply does not reproduce (a version the
+/// revision count cannot show). Each fails the replay naming that revision; no file is
+/// written.
+#[test]
+fn the_wal_replay_names_the_first_revision_etcd_did_not_apply() {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    let rt = support::runtime();
+    let mut c = rt.block_on(workload::connect(&cluster));
+    rt.block_on(async { c.put("/registry/a", "1", None).await.expect("put") });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = format!("file://{}", dir.path().join("backups").display());
+    let daemon = Daemon::start(
+        dir.path(),
+        "d",
+        &config(&cluster, &storage, dir.path()),
+        &[],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the first backup and the chain",
+        || {
+            daemon.metric("lifeboat_changes_recording") == 1.0
+                && list_json(&storage, &[]).len() == 1
+        },
+    );
+    let base = list_json(&storage, &[])[0]["revision"]
+        .as_i64()
+        .expect("revision");
+    rt.block_on(async {
+        for i in 0..12 {
+            c.put(
+                format!("/registry/configmaps/ns/cm{}", i % 4),
+                format!("v{i}"),
+                None,
+            )
+            .await
+            .expect("put");
+        }
+    });
+    let last = rt.block_on(now_revision(&mut c));
+    assert_eq!(last, base + 12);
+    wait_until(Duration::from_secs(30), "durable", || {
+        daemon.metric("lifeboat_changes_durable_revision") >= last as f64
+    });
+    drop(daemon);
+    let fetch_with = |name: &str, tool: EtcdVersion| {
+        let cfg = tools_config_for(dir.path(), &storage, tool);
+        let out = dir.path().join(name);
+        let res = support::lifeboat::run(support::lifeboat::lifeboat(
+            &[
+                "fetch",
+                "--to-revision",
+                &last.to_string(),
+                "--out",
+                out.to_str().expect("utf-8"),
+                "--config",
+                cfg.to_str().expect("utf-8"),
+                "-w",
+                "json",
+            ],
+            &[],
+        ));
+        (res, out)
+    };
+    let fetch = |name: &str| fetch_with(name, EtcdVersion::V3_5_30);
+    let (good, _) = fetch("good.db");
+    let report: serde_json::Value =
+        serde_json::from_str(support::lifeboat::ok(good).trim()).expect("json");
+    assert_eq!(report["method"], "wal", "{report}");
+
+    let repo = Repository::open(&storage, &HashMap::new(), "default").expect("open");
+    let refused = |case: &str, r: i64| {
+        let (res, out) = fetch(&format!("{case}.db"));
+        let err = support::lifeboat::text(&res.stderr);
+        assert_eq!(res.status.code(), Some(1), "{case}: {err}");
+        assert!(
+            err.contains(&format!("revision {r} differs from the change log")),
+            "{case}: {err}"
+        );
+        assert!(!out.exists(), "{case}");
+        err
+    };
+
+    // A delete of a key that does not exist: etcd creates no revision.
+    let r = base + 3;
+    let original = rewrite_segment(&rt, &repo, r, |records| {
+        *events_of(records, r) = vec![Event {
+            kind: EventKind::Delete,
+            key: b"/registry/never/existed".to_vec(),
+            value: vec![],
+            create_revision: 0,
+            mod_revision: r,
+            version: 0,
+            lease: 0,
+        }]
+    });
+    let err = refused("delete-of-nothing", r);
+    assert!(
+        err.contains("the log delete \"/registry/never/existed\""),
+        "{err}"
+    );
+    put_segment_back(&rt, &repo, original);
+
+    // A put on a lease etcd refuses to grant (a TTL above its 9,000,000,000 s limit):
+    // the grant and then the put are skipped.
+    let r = base + 6;
+    let lease = 0x1234_5678_9abc;
+    let original = rewrite_segment(&rt, &repo, r, |records| {
+        events_of(records, r)[0].lease = lease;
+        records.insert(
+            0,
+            Record::Lease {
+                id: lease,
+                granted_ttl: 9_000_000_001,
+                seen_ms: 1,
+            },
+        );
+    });
+    let err = refused("lease-never-granted", r);
+    assert!(
+        err.contains("etcd logged") && err.contains("lease not found"),
+        "{err}"
+    );
+    put_segment_back(&rt, &repo, original);
+
+    // A version etcd's apply does not give: every revision is there, only the watch
+    // check sees it.
+    let r = base + 9;
+    let original = rewrite_segment(&rt, &repo, r, |records| {
+        events_of(records, r)[0].version += 10
+    });
+    let err = refused("wrong-version", r);
+    assert!(
+        err.contains("version 3,") && err.contains("version 13,"),
+        "{err}"
+    );
+    put_segment_back(&rt, &repo, original);
+
+    let (again, _) = fetch("again.db");
+    support::lifeboat::ok(again);
+
+    // A revision of 11 MiB (eleven 1 MiB values more in one revision): etcd 3.5.30 reads
+    // such a WAL record back, so it all goes through the WAL; etcd 3.5.1 reads none of
+    // 10 MiB or more, so the revisions before it go through the WAL and the rest over
+    // gRPC.
+    let r = base + 6;
+    let original = rewrite_segment(&rt, &repo, r, |records| {
+        let events = events_of(records, r);
+        for j in 0..11 {
+            events.push(Event {
+                kind: EventKind::Put,
+                key: format!("/registry/big/{j}").into_bytes(),
+                value: vec![b'x'; 1 << 20],
+                create_revision: r,
+                mod_revision: r,
+                version: 1,
+                lease: 0,
+            });
+        }
+    });
+    let report = |(res, out): (std::process::Output, std::path::PathBuf)| {
+        let report: serde_json::Value =
+            serde_json::from_str(support::lifeboat::ok(res).trim()).expect("json");
+        assert!(out.exists());
+        report
+    };
+    let new = report(fetch("large-3.5.30.db"));
+    assert_eq!(new["method"], "wal", "{new}");
+    let old = report(fetch_with("large-3.5.1.db", EtcdVersion::V3_5_1));
+    assert_eq!(old["method"], "wal+grpc", "{old}");
+    let why = old["grpc_reason"].as_str().expect("reason");
+    assert!(
+        why.contains(&format!("revision {r} "))
+            && why.contains("etcd 3.5.1")
+            && why.contains("10 MiB"),
+        "{old}"
+    );
+    assert_eq!(
+        old["revisions_replayed"].as_i64(),
+        Some(last - base),
+        "{old}"
+    );
+    put_segment_back(&rt, &repo, original);
 }
 
 /// `[changes] prove-backups`: after each scheduled backup the daemon proves the chain

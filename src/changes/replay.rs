@@ -1,28 +1,36 @@
-//! Restore to a point: the newest full backup at or before it, restored into a scratch
-//! single-member etcd on loopback, the recorded revisions replayed one transaction each
-//! up to the point, a snapshot taken of it and verified.
+//! Restore to a point: the chains in storage, the plan (the newest full backup at or
+//! before the point and the segments after it), and the replay: the backup restored into
+//! a scratch single-member etcd on loopback, the recorded revisions applied up to the
+//! point, a snapshot taken of it and verified.
 //!
 //! Exactness rests on etcd's rules (docs/restore.md, "restore to a point in time"):
-//! replaying revision r as one transaction of its events, in order, onto a store at
+//! applying revision r as one transaction of its events, in order, onto a store at
 //! revision r - 1 that equals the original reproduces r's create/mod revisions and
-//! versions. So the scratch member's revision is checked before the first transaction and
-//! after every one; no write but ours may reach it (every lease, from the backup and
-//! granted while replaying, is kept alive until the snapshot, so none expires and
-//! deletes keys on its own); and a revision is never split.
+//! versions. The revisions go into the restored member's WAL as committed entries, which
+//! etcd applies as it starts ([`super::wal_replay`], checked revision for revision by a
+//! watch, [`super::watch_check`]), or, when its WAL is not in the layout that replay
+//! knows, one transaction at a time over gRPC with the header revision checked after
+//! each ([`super::grpc_replay`]). Either way no write but ours may reach the member
+//! (every lease is kept alive until the snapshot, so none expires and deletes keys on
+//! its own), and a revision is never split.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, LeaseGrantOptions, PutOptions, Txn, TxnOp};
 use serde::Serialize;
 
-use super::segment::{EventKind, Record};
+use super::grpc_replay;
+use super::revisions::Revisions;
+use super::scratch::{Member, Running};
+use super::segment::Record;
 use super::store::{self, Listed, SegmentManifest, read_segment};
+use super::wal_replay;
+pub use super::wal_replay::Limits as WalLimits;
 use crate::encryption::Identities;
 use crate::repository::{Manifest, Repository};
-use crate::restore::drill::{Scratch, ScratchMember, log_tail};
+use crate::restore::drill::{Scratch, ScratchMember};
 
 /// The point to restore to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,6 +369,17 @@ fn build(chain: &Chain, base: Manifest, to_revision: i64) -> ReplayPlan {
     }
 }
 
+/// How the revisions are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Through the restored member's WAL, over gRPC when its WAL is not in the layout
+    /// the WAL replay knows.
+    #[default]
+    Auto,
+    /// Over gRPC, one transaction per revision (`LIFEBOAT_REPLAY_METHOD=grpc`).
+    Grpc,
+}
+
 /// The binaries and the place a replay uses.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -368,6 +387,9 @@ pub struct ReplayOptions {
     pub etcdutl: PathBuf,
     pub scratch: PathBuf,
     pub timeout: Duration,
+    pub method: Method,
+    /// How much goes into the WAL before each start of the scratch member.
+    pub wal_batch: WalLimits,
 }
 
 impl From<crate::restore::drill::DrillOptions> for ReplayOptions {
@@ -378,6 +400,8 @@ impl From<crate::restore::drill::DrillOptions> for ReplayOptions {
             etcdutl: d.etcdutl,
             scratch: d.scratch,
             timeout: d.timeout,
+            method: Method::Auto,
+            wal_batch: WalLimits::default(),
         }
     }
 }
@@ -387,11 +411,28 @@ pub struct ReplayReport {
     pub plan: ReplayPlan,
     pub revisions: u64,
     pub seconds: f64,
-    /// Revisions per second of the transactions alone (without fetch, restore, start
-    /// and the final snapshot).
+    /// Revisions per second of the replay itself: from the restored member to the
+    /// member serving the point, checked (appending to its WAL, starting it, etcd
+    /// applying and the check; or the transactions over gRPC) — without fetching the
+    /// backup, restoring it and the final snapshot.
     pub revisions_per_second: f64,
     pub replay_seconds: f64,
+    /// `wal`, `grpc`, or `wal+grpc` (a revision too large for the scratch etcd's WAL).
+    pub method: &'static str,
+    /// Why the gRPC replay was used, when it was.
+    pub grpc_reason: Option<String>,
+    /// How many times the scratch member was started.
+    pub member_starts: u32,
 }
+
+/// The flags every start of the scratch member gets: limits high enough for any recorded
+/// revision (one transaction each, never split) when it goes over gRPC, and a quota
+/// that never refuses the replay.
+const MEMBER_FLAGS: &[&str] = &[
+    "--max-txn-ops=1000000",
+    "--max-request-bytes=1073741824",
+    "--quota-backend-bytes=8589934592",
+];
 
 /// Replays `plan` and writes the snapshot at its revision to `out` (which must not
 /// exist), verified: trailer, bbolt structure, revision.
@@ -419,176 +460,126 @@ pub async fn replay(
     crate::fetch::fetch(repo, base, &base_file, identities)
         .await
         .map_err(|e| e.to_string())?;
-
-    // Limits high enough for any recorded revision (one transaction each, never split),
-    // and no fsync: only the final snapshot, verified, is kept.
-    let (mut child, client_url) = ScratchMember {
+    let spec = ScratchMember {
         name: "replay",
         etcd: &o.etcd,
         etcdutl: &o.etcdutl,
-        extra: &[
-            "--max-txn-ops=1000000",
-            "--max-request-bytes=1073741824",
-            "--quota-backend-bytes=8589934592",
-            "--unsafe-no-fsync",
-        ],
-    }
-    .start(&base_file, &dir)
-    .await?;
-    let result = drive(repo, plan, identities, o, &client_url, &dir, out).await;
-    let _ = child.start_kill();
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    let (revisions, replay_seconds) = result?;
+        extra: MEMBER_FLAGS,
+    };
+    let mut member = Member::restore(spec, &base_file, &dir).await?;
+    let ids = identities.map(|a| a.as_ref());
+    let mut log = Revisions::new(
+        repo,
+        &plan.segment_manifests,
+        ids,
+        (plan.base_revision, plan.to_revision),
+    );
+    let result = apply(&mut member, &mut log, o, plan).await;
+    let result = match result {
+        Ok((mut running, applied)) => {
+            let replay_seconds = applied.seconds;
+            let saved = save_snapshot(&mut running, out, plan.to_revision).await;
+            drop(running);
+            saved.map(|()| (applied, replay_seconds))
+        }
+        Err(e) => Err(e),
+    };
+    member.kill().await;
+    let (applied, replay_seconds) = result?;
     drop(scratch);
-    let seconds = t0.elapsed().as_secs_f64();
     Ok(ReplayReport {
         plan: plan.clone(),
-        revisions,
-        seconds,
-        revisions_per_second: revisions as f64 / replay_seconds.max(1e-9),
+        revisions: applied.revisions,
+        seconds: t0.elapsed().as_secs_f64(),
+        revisions_per_second: applied.revisions as f64 / replay_seconds.max(1e-9),
         replay_seconds,
+        method: applied.method,
+        grpc_reason: applied.grpc_reason,
+        member_starts: member.starts,
     })
 }
 
-async fn drive(
-    repo: &Repository,
-    plan: &ReplayPlan,
-    identities: Option<&Arc<Identities>>,
+/// What applying the log did.
+struct Applied {
+    revisions: u64,
+    method: &'static str,
+    grpc_reason: Option<String>,
+    /// Seconds it took, from the restored member to the member serving the point.
+    seconds: f64,
+}
+
+/// Applies every revision of the plan to the restored member, through its WAL when it
+/// can, else over gRPC; leaves it serving the point.
+async fn apply(
+    member: &mut Member<'_>,
+    log: &mut Revisions<'_>,
     o: &ReplayOptions,
-    url: &str,
-    dir: &Path,
-    out: &Path,
-) -> Result<(u64, f64), String> {
-    let deadline = Instant::now() + o.timeout;
-    let mut client = loop {
-        match Client::connect([url], None).await {
-            Ok(mut c) => match c.status().await {
-                Ok(s) => {
-                    let rev = s.header().map(|h| h.revision()).unwrap_or(0);
-                    if rev != plan.base_revision {
-                        return Err(format!(
-                            "the restored scratch member is at revision {rev}, backup {} at {}",
-                            plan.base, plan.base_revision
-                        ));
-                    }
-                    break c;
-                }
-                Err(_) if Instant::now() < deadline => {}
-                Err(e) => return Err(format!("{e}; etcd's log: {}", log_tail(dir))),
-            },
-            Err(_) if Instant::now() < deadline => {}
-            Err(e) => return Err(format!("{e}; etcd's log: {}", log_tail(dir))),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    plan: &ReplayPlan,
+) -> Result<(Running, Applied), String> {
+    let fail = |e: String| {
+        format!(
+            "replaying the change log onto backup {} (revision {}): {e}",
+            plan.base, plan.base_revision
+        )
     };
-    // Every lease of the backup is kept alive from now on, so none expires mid-replay.
-    let mut alive = KeepAlive::default();
-    let leases = client
-        .leases()
-        .await
-        .map_err(|e| format!("listing the backup's leases: {e}"))?;
-    for l in leases.leases() {
-        alive.start(&client, l.id());
-    }
-    let ids = identities.map(|a| a.as_ref());
-    let mut ttls: HashMap<i64, i64> = HashMap::new();
-    let mut granted: HashSet<i64> = leases.leases().iter().map(|l| l.id()).collect();
-    let mut expect = plan.base_revision;
-    let mut replayed = 0u64;
-    let loop_start = Instant::now();
-    'segments: for m in &plan.segment_manifests {
-        for r in store::read_segment(repo, m, ids).await? {
-            let (revision, events) = match r {
-                Record::Lease {
-                    id, granted_ttl, ..
-                } => {
-                    ttls.insert(id, granted_ttl);
-                    continue;
-                }
-                Record::Mark { .. } => continue,
-                Record::Revision {
-                    revision, events, ..
-                } => (revision, events),
-            };
-            if revision <= expect {
-                continue; // in the backup already, or in an overlapping copy checked equal
-            }
-            if revision > plan.to_revision {
-                break 'segments;
-            }
-            for e in events
-                .iter()
-                .filter(|e| e.kind == EventKind::Put && e.lease != 0)
-            {
-                if granted.insert(e.lease) {
-                    // A lease whose TTL could not be read is granted for an hour.
-                    let ttl = ttls
-                        .get(&e.lease)
-                        .copied()
-                        .filter(|t| *t > 0)
-                        .unwrap_or(3600);
-                    client
-                        .lease_grant(ttl, Some(LeaseGrantOptions::new().with_id(e.lease)))
-                        .await
-                        .map_err(|err| {
-                            format!(
-                                "granting lease {:x} before revision {revision}: {err}",
-                                e.lease
-                            )
-                        })?;
-                    alive.start(&client, e.lease);
-                }
-            }
-            let mut seen = HashSet::new();
-            let repeats = events.iter().any(|e| !seen.insert(e.key.as_slice()));
-            let ops: Vec<TxnOp> = events
-                .iter()
-                .map(|e| {
-                    let op = match e.kind {
-                        EventKind::Put => TxnOp::put(
-                            e.key.clone(),
-                            e.value.clone(),
-                            (e.lease != 0).then(|| PutOptions::new().with_lease(e.lease)),
-                        ),
-                        EventKind::Delete => TxnOp::delete(e.key.clone(), None),
-                    };
-                    // A key twice in one revision (sibling nested transactions): each
-                    // op in its own nested transaction, as the original was.
-                    if repeats {
-                        TxnOp::txn(Txn::new().and_then(vec![op]))
-                    } else {
-                        op
-                    }
-                })
-                .collect();
-            let resp = client
-                .kv_client()
-                .max_decoding_message_size(usize::MAX)
-                .txn(Txn::new().and_then(ops))
+    let t = Instant::now();
+    let ready = match o.method {
+        Method::Auto => wal_replay::ready(member).await,
+        Method::Grpc => Err("the gRPC replay was asked for (LIFEBOAT_REPLAY_METHOD=grpc)".into()),
+    };
+    let (mut running, mut revisions, grpc_reason, method) = match ready {
+        Ok(ready) => {
+            let done = wal_replay::replay(member, log, ready, o.wal_batch, o.timeout)
                 .await
-                .map_err(|e| format!("replaying revision {revision}: {e}"))?;
-            let got = resp.header().map(|h| h.revision()).unwrap_or(0);
-            expect += 1;
-            if got != revision || got != expect {
-                return Err(format!(
-                    "replaying revision {revision} left the scratch member at revision {got}: the change log and the backup disagree, or something else wrote to it"
-                ));
-            }
-            replayed += 1;
+                .map_err(fail)?;
+            let method = if done.rest_over_grpc.is_some() {
+                "wal+grpc"
+            } else {
+                "wal"
+            };
+            (done.running, done.revisions, done.rest_over_grpc, method)
         }
+        Err(why) => {
+            tracing::warn!(
+                reason = %why,
+                "replaying over gRPC, one transaction per revision, not through the restored member's WAL"
+            );
+            let running = member
+                .start(&["--unsafe-no-fsync"], o.timeout)
+                .await
+                .map_err(fail)?;
+            (running, 0, Some(why), "grpc")
+        }
+    };
+    if let Some(why) = &grpc_reason {
+        if method == "wal+grpc" {
+            tracing::warn!(reason = %why, "replaying the rest over gRPC");
+        }
+        revisions += grpc_replay::replay(&mut running, log).await.map_err(fail)?;
     }
-    if expect != plan.to_revision {
-        return Err(format!(
-            "the change log ended at revision {expect}, revision {} was asked for",
-            plan.to_revision
-        ));
-    }
-    let replay_seconds = loop_start.elapsed().as_secs_f64();
-    // The snapshot, streamed to OUT.part, checked, then renamed without clobbering.
+    log.finished().map_err(fail)?;
+    Ok((
+        running,
+        Applied {
+            revisions,
+            method,
+            grpc_reason,
+            seconds: t.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+/// The scratch member's snapshot, streamed to OUT.part-replay, checked (trailer, bbolt,
+/// revision = the point), then renamed to `out` without clobbering.
+async fn save_snapshot(running: &mut Running, out: &Path, to_revision: i64) -> Result<(), String> {
     let part = out.with_extension("part-replay");
-    let mut stream = crate::etcd::SnapshotStream::open(&mut client, url, Duration::from_secs(60))
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = crate::etcd::SnapshotStream::open(
+        &mut running.client,
+        &running.url,
+        Duration::from_secs(60),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -605,7 +596,6 @@ async fn drive(
         f.sync_all()
             .map_err(|e| format!("{}: {e}", part.display()))?;
     }
-    drop(alive);
     let check = part.clone();
     let status = tokio::task::spawn_blocking(move || {
         crate::snapshot::scan_status(&check, crate::snapshot::ScanOptions::default())
@@ -619,43 +609,15 @@ async fn drive(
             return Err(format!("the replayed snapshot failed verification: {e}"));
         }
     };
-    if status.store_revision() != plan.to_revision {
+    if status.store_revision() != to_revision {
         let _ = std::fs::remove_file(&part);
         return Err(format!(
-            "the replayed snapshot is at revision {}, not {}",
+            "the replayed snapshot is at revision {}, not {to_revision}",
             status.store_revision(),
-            plan.to_revision
         ));
     }
     crate::fetch::rename_no_clobber(&part, out).map_err(|e| {
         let _ = std::fs::remove_file(&part);
         format!("{}: {e}", out.display())
-    })?;
-    Ok((replayed, replay_seconds))
-}
-
-/// Keep-alive tasks, one per lease, aborted on drop.
-#[derive(Default)]
-struct KeepAlive {
-    tasks: Vec<tokio_util::task::AbortOnDropHandle<()>>,
-}
-
-impl KeepAlive {
-    fn start(&mut self, client: &Client, id: i64) {
-        let mut c = client.clone();
-        self.tasks
-            .push(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-                async move {
-                    let Ok((mut keeper, mut stream)) = c.lease_keep_alive(id).await else {
-                        return;
-                    };
-                    loop {
-                        if keeper.keep_alive().await.is_err() || stream.message().await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                },
-            )));
-    }
+    })
 }

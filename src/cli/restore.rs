@@ -138,7 +138,7 @@ fn point_backup(
             &repo,
             &rp,
             ids.as_ref(),
-            &crate::changes::replay::ReplayOptions::from(d),
+            &replay_options(d)?,
             &file,
         ))
         .map_err(Failure::Replay)?;
@@ -348,6 +348,35 @@ pub(super) fn drill_options(
     })
 }
 
+/// The replay's options: the drill's binaries and scratch space, and two knobs from the
+/// environment, for tests and diagnosis: `LIFEBOAT_REPLAY_METHOD=grpc` replays one
+/// transaction at a time over gRPC instead of through the WAL, and
+/// `LIFEBOAT_REPLAY_BATCH=N` puts at most N entries into the WAL per start of the
+/// scratch member.
+pub(super) fn replay_options(
+    d: crate::restore::drill::DrillOptions,
+) -> Result<crate::changes::replay::ReplayOptions, Failure> {
+    use crate::changes::replay::{Method, ReplayOptions};
+    let mut o = ReplayOptions::from(d);
+    match std::env::var("LIFEBOAT_REPLAY_METHOD").as_deref() {
+        Err(_) | Ok("" | "auto") => {}
+        Ok("grpc") => o.method = Method::Grpc,
+        Ok(other) => {
+            return Err(Failure::Usage(format!(
+                "LIFEBOAT_REPLAY_METHOD={other}: give auto or grpc"
+            )));
+        }
+    }
+    if let Ok(n) = std::env::var("LIFEBOAT_REPLAY_BATCH") {
+        o.wal_batch.entries = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Failure::Usage(format!(
+                "LIFEBOAT_REPLAY_BATCH={n}: give a number of entries above 0"
+            ))
+        })?;
+    }
+    Ok(o)
+}
+
 /// A snapshot file, or a backup in the storage with what it takes to fetch it.
 fn restore_source(
     which: &str,
@@ -492,7 +521,7 @@ fn prove_chain(
     let from = rt
         .block_on(crate::changes::proof::previous_in_chain(&repo, &to))
         .map_err(Failure::Replay)?;
-    let o = crate::changes::replay::ReplayOptions::from(d);
+    let o = replay_options(d)?;
     let r = rt
         .block_on(crate::changes::proof::prove(
             &repo,

@@ -88,6 +88,14 @@ pub(crate) struct ScratchMember<'a> {
     pub extra: &'a [&'a str],
 }
 
+/// A member restored into a scratch directory and not running: its data dir and the
+/// URLs its membership was restored with (a restart must use the same peer URL).
+pub(crate) struct Restored {
+    pub data: PathBuf,
+    pub client_url: String,
+    pub peer_url: String,
+}
+
 impl ScratchMember<'_> {
     /// Restores `snapshot` into `dir/data` and starts etcd on it (its log in
     /// `dir/etcd.log`, killed when the child is dropped); returns the child and its
@@ -97,6 +105,13 @@ impl ScratchMember<'_> {
         snapshot: &Path,
         dir: &Path,
     ) -> Result<(tokio::process::Child, String), String> {
+        let restored = self.restore(snapshot, dir).await?;
+        let child = self.run(&restored, dir, &[])?;
+        Ok((child, restored.client_url))
+    }
+
+    /// Restores `snapshot` into `dir/data` on free loopback ports, without starting it.
+    pub(crate) async fn restore(&self, snapshot: &Path, dir: &Path) -> Result<Restored, String> {
         let (client_port, peer_port) = (free_port()?, free_port()?);
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -125,23 +140,43 @@ impl ScratchMember<'_> {
                 String::from_utf8_lossy(&restored.stderr).trim()
             ));
         }
-        let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(self.etcd)
+        Ok(Restored {
+            data,
+            client_url,
+            peer_url,
+        })
+    }
+
+    /// Starts etcd on a restored member, with `more` flags after the member's own (its
+    /// log appended to `dir/etcd.log`; killed when the child is dropped).
+    pub(crate) fn run(
+        &self,
+        r: &Restored,
+        dir: &Path,
+        more: &[&str],
+    ) -> Result<tokio::process::Child, String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("etcd.log"))
+            .map_err(|e| format!("{}: {e}", dir.join("etcd.log").display()))?;
+        let (client_url, peer_url) = (&r.client_url, &r.peer_url);
+        tokio::process::Command::new(self.etcd)
             .args(["--name", self.name, "--data-dir"])
-            .arg(&data)
+            .arg(&r.data)
             .arg(format!("--listen-client-urls={client_url}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster={}={peer_url}", self.name))
             .args(self.extra)
+            .args(more)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.etcd.display()))?;
-        Ok((child, client_url))
+            .map_err(|e| format!("cannot run {}: {e}", self.etcd.display()))
     }
 }
 

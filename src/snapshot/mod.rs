@@ -3,9 +3,10 @@
 //! A snapshot is a bbolt database followed by a 32-byte sha256 trailer over it. This
 //! module parses bbolt pages itself ([`page`]), walks the B+trees with bounded memory and
 //! bbolt's consistency checks ([`db`]), decodes etcd's MVCC records ([`mvcc`]), computes
-//! the figures `etcdutl snapshot status` prints plus our own ([`status`]), and summarises
-//! the live keys ([`inventory`]). It never panics on bad input, and reports damage as
-//! [`SnapshotError`] naming the file and the byte offset.
+//! the figures `etcdutl snapshot status` prints plus our own ([`status`]), summarises the
+//! live keys ([`inventory`]), and reads what a member started on a database applies new
+//! raft entries against ([`member_state`]). It never panics on bad input, and reports
+//! damage as [`SnapshotError`] naming the file and the byte offset.
 //!
 //! [`stream`] checks a snapshot as it streams (the backup): it keeps a skeleton of the
 //! trees in a scratch file and, when the stream ends, runs the same walk over it
@@ -18,6 +19,7 @@ pub mod error;
 pub mod hashkv;
 pub mod inventory;
 mod live;
+pub mod member_state;
 pub mod mvcc;
 mod node;
 mod open;
@@ -32,6 +34,7 @@ use std::path::Path;
 
 pub use error::{Corrupted, SnapshotError};
 pub use inventory::{Inventory, PrefixCount, ResourceCount, inventory, scan_inventory};
+pub use member_state::{MemberState, member_state};
 pub use status::{KeyIndex, ScanOptions, Status, TrailerState};
 
 /// The status figures of the snapshot file at `path`, its trailer verified when present.
