@@ -1761,6 +1761,10 @@ fn the_daemon_proves_the_chain_after_each_scheduled_backup() {
         "{metrics}"
     );
     assert!(daemon.log_text().contains("chain proof passed"));
+    assert!(
+        daemon.metric("lifeboat_changes_proof_replay_revisions_per_second") > 0.0,
+        "{metrics}"
+    );
     drop(daemon);
     // One write after the last scheduled backup, recorded by a daemon that takes none: the
     // chain then reaches past the newest backup whatever the last tick did.

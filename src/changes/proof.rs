@@ -23,6 +23,8 @@ pub struct ProofReport {
     pub to_backup: String,
     pub revision: i64,
     pub revisions_replayed: u64,
+    /// The replay's rate (docs/restore.md: the replay itself, checked).
+    pub revisions_per_second: f64,
     pub keys_compared: u64,
     /// `None` when the two members keep different compaction revisions.
     pub hash_kv: Option<u32>,
@@ -76,6 +78,7 @@ pub async fn prove(
         to_backup: to.id.clone(),
         revision: s,
         revisions_replayed: report.revisions,
+        revisions_per_second: report.revisions_per_second,
         keys_compared,
         hash_kv,
         seconds: t0.elapsed().as_secs_f64(),

@@ -76,6 +76,8 @@ pub struct Changes {
     pub proof_ok: Option<bool>,
     pub proof_failures_total: u64,
     pub proof_seconds: f64,
+    /// The last passed proof's replay rate.
+    pub proof_replay_rate: f64,
 }
 
 /// Shared by the jobs (which record) and the HTTP endpoint (which reads).
@@ -259,6 +261,7 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP lifeboat_changes_flush_failures_total Failed segment writes (retried).\n# TYPE lifeboat_changes_flush_failures_total counter\nlifeboat_changes_flush_failures_total {}", c.flush_failures_total);
                 let _ = writeln!(out, "# HELP lifeboat_changes_proof_last_success 1 if the last chain proof passed, 0 if it failed or none ran.\n# TYPE lifeboat_changes_proof_last_success gauge\nlifeboat_changes_proof_last_success {}", u8::from(c.proof_ok == Some(true)));
                 let _ = writeln!(out, "# HELP lifeboat_changes_proof_last_duration_seconds Duration of the last passed chain proof.\n# TYPE lifeboat_changes_proof_last_duration_seconds gauge\nlifeboat_changes_proof_last_duration_seconds {:.3}", c.proof_seconds);
+                let _ = writeln!(out, "# HELP lifeboat_changes_proof_replay_revisions_per_second Revisions per second the last passed chain proof replayed (0 before one).\n# TYPE lifeboat_changes_proof_replay_revisions_per_second gauge\nlifeboat_changes_proof_replay_revisions_per_second {:.1}", c.proof_replay_rate);
                 let _ = writeln!(out, "# HELP lifeboat_changes_proof_failures_total Chain proofs that failed: the change log and a full backup disagree.\n# TYPE lifeboat_changes_proof_failures_total counter\nlifeboat_changes_proof_failures_total {}", c.proof_failures_total);
                 let _ = writeln!(out, "# HELP lifeboat_changes_chain_breaks_total Chains of the change log that broke (a gap, a compaction past the recorder, a storage outage too long).\n# TYPE lifeboat_changes_chain_breaks_total counter\nlifeboat_changes_chain_breaks_total {}", c.chain_breaks_total);
             }

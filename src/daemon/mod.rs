@@ -739,6 +739,7 @@ impl Jobs {
                 self.metrics.with_changes(|c| {
                     c.proof_ok = Some(true);
                     c.proof_seconds = t0.elapsed().as_secs_f64();
+                    c.proof_replay_rate = r.revisions_per_second;
                 });
                 tracing::info!(from = %r.from_backup, to = %r.to_backup, revisions = r.revisions_replayed, keys = r.keys_compared, "chain proof passed");
             }
