@@ -28,6 +28,7 @@ use crate::output;
 use crate::repository::{self, RepoError, Repository};
 use crate::snapshot::{self, ScanOptions, SnapshotError};
 
+mod changes;
 mod restore;
 
 #[derive(Debug, Parser)]
@@ -505,7 +506,7 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
             "[daemon] lease-ttl must be at least 2s".into(),
         ));
     }
-    let changes = changes_options(&config.changes, &backup.spool_dir)?;
+    let changes = changes::options(&config.changes, &backup.spool_dir)?;
     Ok(DaemonSettings {
         etcd,
         repo,
@@ -539,77 +540,6 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
             _ => None,
         },
     })
-}
-
-/// `--to-revision N` / `--to-time T`, when one is given.
-pub(crate) fn point(
-    to_revision: Option<i64>,
-    to_time: Option<&str>,
-) -> Result<Option<crate::changes::replay::Point>, Failure> {
-    use crate::changes::replay::Point;
-    match (to_revision, to_time) {
-        (Some(n), _) if n < 1 => Err(Failure::Usage(format!(
-            "--to-revision {n}: revisions start at 1"
-        ))),
-        (Some(n), _) => Ok(Some(Point::Revision(n))),
-        (None, Some(t)) => {
-            let at = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
-                Failure::Usage(format!("--to-time {t:?} is not an RFC 3339 time: {e}"))
-            })?;
-            Ok(Some(Point::TimeMs(at.timestamp_millis())))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
-/// `[changes]`: `None` unless enabled. The spool goes to `backup_spool_dir` unless
-/// `[changes] spool-dir` says otherwise.
-fn changes_options(
-    c: &crate::config::ChangesConfig,
-    backup_spool_dir: &std::path::Path,
-) -> Result<Option<crate::changes::recorder::RecorderOptions>, Failure> {
-    if !c.enabled.unwrap_or(false) {
-        return Ok(None);
-    }
-    let d = crate::changes::recorder::RecorderOptions::default();
-    let o = crate::changes::recorder::RecorderOptions {
-        flush_interval: config_duration(
-            "[changes] flush-interval",
-            c.flush_interval.as_deref(),
-            d.flush_interval,
-        )?,
-        quiet_interval: config_duration(
-            "[changes] quiet-interval",
-            c.quiet_interval.as_deref(),
-            d.quiet_interval,
-        )?,
-        max_segment_bytes: c.max_segment_bytes.unwrap_or(d.max_segment_bytes),
-        max_buffer_bytes: c.max_buffer_bytes.unwrap_or(d.max_buffer_bytes),
-        max_spool_bytes: c.max_spool_bytes.unwrap_or(d.max_spool_bytes),
-        spool_dir: c
-            .spool_dir
-            .clone()
-            .unwrap_or_else(|| backup_spool_dir.to_path_buf()),
-    };
-    if o.flush_interval.is_zero() || o.quiet_interval < o.flush_interval {
-        return Err(Failure::Usage(
-            "[changes] flush-interval must be more than 0 and quiet-interval at least as long"
-                .into(),
-        ));
-    }
-    if o.max_segment_bytes < 4096 || o.max_buffer_bytes < o.max_segment_bytes {
-        return Err(Failure::Usage(
-            "[changes] max-segment-bytes must be at least 4096 and max-buffer-bytes at least as large"
-                .into(),
-        ));
-    }
-    if o.max_spool_bytes != 0 && o.max_spool_bytes < o.max_segment_bytes as u64 {
-        return Err(Failure::Usage(format!(
-            "[changes] max-spool-bytes {} must be 0 (no spool) or at least max-segment-bytes ({})",
-            o.max_spool_bytes, o.max_segment_bytes
-        )));
-    }
-    Ok(Some(o))
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.
@@ -674,9 +604,10 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             output::verified(out, cli.write_out, &m).map_err(Failure::Output)
         }
         Command::Fetch(args) if args.id.is_none() => {
-            let point = point(args.to_revision, args.to_time.as_deref())?.ok_or_else(|| {
-                Failure::Usage("give a backup id, --to-revision or --to-time".into())
-            })?;
+            let point =
+                changes::point(args.to_revision, args.to_time.as_deref())?.ok_or_else(|| {
+                    Failure::Usage("give a backup id, --to-revision or --to-time".into())
+                })?;
             let repo = open_repository(&args.storage, config)?;
             let ids = identities(&args.identity, config)?;
             let rt = runtime()?;
@@ -764,38 +695,5 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
                 snapshot::scan_inventory(&args.file, options, &args.prefix, args.depth)?;
             output::inventory(out, cli.write_out, &inventory).map_err(Failure::Output)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn changes(extra: &str) -> crate::config::ChangesConfig {
-        Config::parse(&format!("[changes]\nenabled = true\n{extra}"))
-            .expect("parses")
-            .changes
-    }
-
-    #[test]
-    fn the_change_log_spool_defaults_to_the_backup_spool_and_is_checked() {
-        let backup_spool = std::path::Path::new("/var/lib/lifeboat/spool");
-        let o = changes_options(&changes(""), backup_spool)
-            .expect("valid")
-            .expect("enabled");
-        assert_eq!(o.spool_dir, backup_spool);
-        assert_eq!((o.max_buffer_bytes, o.max_spool_bytes), (64 << 20, 1 << 30));
-        let o = changes_options(
-            &changes("spool-dir = \"/elsewhere\"\nmax-spool-bytes = 0\n"),
-            backup_spool,
-        )
-        .expect("0 turns the spool off")
-        .expect("enabled");
-        assert_eq!(
-            (o.spool_dir.as_path(), o.max_spool_bytes),
-            (std::path::Path::new("/elsewhere"), 0)
-        );
-        let e = changes_options(&changes("max-spool-bytes = 4096\n"), backup_spool).unwrap_err();
-        assert!(e.to_string().contains("max-spool-bytes 4096"), "{e}");
     }
 }

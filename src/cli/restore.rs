@@ -96,7 +96,7 @@ fn point_backup(
     )>,
     Failure,
 > {
-    let Some(point) = super::point(args.to_revision, args.to_time.as_deref())? else {
+    let Some(point) = super::changes::point(args.to_revision, args.to_time.as_deref())? else {
         return Ok(None);
     };
     if args.backup != "latest" {
