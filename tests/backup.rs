@@ -2,7 +2,7 @@
 //! back through `fetch` + `etcdutl snapshot restore`, the stored object is plain zstd, and
 //! failures leave nothing behind that looks like a backup.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

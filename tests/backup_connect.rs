@@ -1,7 +1,7 @@
 //! Connecting like etcdctl: TLS with client certificates, the ETCDCTL_* variables, the
 //! `[etcd]` config section, their precedence, and clear errors for bad TLS files.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output, Stdio};
 

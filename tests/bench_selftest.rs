@@ -1,7 +1,7 @@
 //! Self-test of the test bench in `tests/support/`: real etcd clusters of
 //! every supported version, the workloads, SeaweedFS, and process cleanup.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! version), etcdctl and etcd-client talking to them with the right identity,
 //! and both refusing the wrong one.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;

@@ -3,7 +3,7 @@
 //! leases; a compaction that overtakes a stopped recorder breaks the chain, and the
 //! daemon starts a new one from a new full backup.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The command-line conventions: exit codes (0 ok, 2 usage/config, 1 failure), global
 //! flags, configuration errors, and log formats.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! takeover after a kill, /metrics agreeing with `list`, /readyz following max-age, and
 //! SIGTERM in the middle of a large backup leaving nothing behind.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 //! changes nothing, the real run deletes exactly what the dry run said, the kept backups
 //! still verify, and leftovers of failed runs go once they are older than the grace.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! `lifeboat restore plan` with the real restore tools of each etcd version: what it
 //! finds on each member (version, bump support) decides the commands it prints.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::etcd::Cluster;

@@ -3,7 +3,7 @@
 //! the bench's client configuration. Every member command, the probe and the snapshot
 //! copy go through it.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

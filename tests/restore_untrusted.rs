@@ -3,7 +3,7 @@
 //! directories. And `fetch --out` is not blocked by a stale `.part`, and never
 //! overwrites.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -6,7 +6,7 @@
 //! (a raw bbolt file) a flipped bit inside a value cannot be seen, so there the checks
 //! are: structural damage is an error, and nothing at all makes the reader panic.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! `lifeboat snapshot inspect` counts against what the live server the snapshot came from
 //! lists with `etcdctl get --prefix --keys-only`, and its memory on a large file.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

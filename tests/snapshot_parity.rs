@@ -5,7 +5,7 @@
 //! print for the same file, and our simple/table output must begin with exactly what
 //! etcdutl 3.5.30 prints.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -9,7 +9,7 @@
 //! and never panic. Bytes that look like a tree page at their own id (inside a value)
 //! must not confuse it.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::OnceLock;

@@ -4,7 +4,7 @@
 //! - "a backup exists only when manifest and data exist": retention and `latest`;
 //! - manifests are untrusted input: a planted manifest is refused by name.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -116,6 +116,10 @@ impl Repository {
                 if bucket.is_empty() {
                     return Err(bad("no bucket name (s3://BUCKET/PREFIX)".into()));
                 }
+                // object_store's HTTP client (reqwest) takes the process's rustls
+                // provider: ring, as for etcd's TLS, so aws-lc is not built at all. An
+                // error means one is installed already.
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
                 for (k, v) in options {
                     // Ours, not object_store's: how long failed requests are retried

@@ -3,7 +3,7 @@
 //! when the test panics, and (via `PR_SET_PDEATHSIG`) when the test process
 //! itself is killed.
 //!
-//! Include it from an integration test with `mod support;`.
+//! Integration tests reach it as `crate::support` (tests/suite.rs includes it once).
 //!
 //! The server binaries are installed by `scripts/install-test-deps.sh` (run by
 //! `make test`) under `<repo>/.tools`, or under `$LIFEBOAT_TOOLS_DIR`. A missing
@@ -17,7 +17,7 @@
 //! Set `LIFEBOAT_KEEP_TEMP=1` to keep the servers' temporary data and log
 //! directories after the test (their paths are printed on stderr).
 
-// Every integration test compiles this module on its own and uses only part of it.
+// Some helpers serve only tests that are not in every build (e.g. bench-only ones).
 #![allow(dead_code, unused_imports)]
 
 pub mod bytes;

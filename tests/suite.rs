@@ -1,0 +1,24 @@
+//! Every integration test, in one binary: each file under `tests/` is a module of it and
+//! shares `support` (docs/testing.md). nextest still runs each test in its own process.
+//! Run one file's tests with `cargo nextest run --test suite FILE::`.
+
+mod support;
+
+mod backup;
+mod backup_connect;
+mod bench_selftest;
+mod bench_tls;
+mod changes;
+mod cli;
+mod daemon;
+mod install_script;
+mod packaging;
+mod prune;
+mod restore;
+mod restore_ssh;
+mod restore_untrusted;
+mod snapshot_corruption;
+mod snapshot_inspect;
+mod snapshot_parity;
+mod stream_check;
+mod trust;
