@@ -116,10 +116,7 @@ impl Repository {
                 if bucket.is_empty() {
                     return Err(bad("no bucket name (s3://BUCKET/PREFIX)".into()));
                 }
-                // object_store's HTTP client (reqwest) takes the process's rustls
-                // provider: ring, as for etcd's TLS, so aws-lc is not built at all. An
-                // error means one is installed already.
-                let _ = rustls::crypto::ring::default_provider().install_default();
+                use_ring_for_http_tls();
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
                 for (k, v) in options {
                     // Ours, not object_store's: how long failed requests are retried
@@ -369,4 +366,12 @@ pub(crate) fn explain(e: &object_store::Error) -> String {
         ""
     };
     format!("{text}{hint}")
+}
+
+/// object_store's HTTP client (reqwest, built without a provider of its own) takes the
+/// process's default rustls provider: ring, as etcd's TLS does, so aws-lc is not built at
+/// all. Call before building an S3 store; later calls do nothing.
+pub fn use_ring_for_http_tls() {
+    // An error means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

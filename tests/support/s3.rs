@@ -325,6 +325,7 @@ impl SeaweedFs {
     /// An object_store client with arbitrary bucket/credentials (for
     /// negative tests: wrong secret, missing bucket).
     pub fn object_store_with(&self, bucket: &str, access_key: &str, secret_key: &str) -> AmazonS3 {
+        etcd_lifeboat::repository::use_ring_for_http_tls();
         AmazonS3Builder::new()
             .with_endpoint(self.endpoint())
             .with_allow_http(true)
