@@ -71,11 +71,21 @@ impl Drop for Scratch {
     }
 }
 
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free loopback port: {e}"))
+/// Two distinct free loopback ports (client, peer). Both listeners are held until both
+/// are known: one bound and released after the other can come back as the same port,
+/// and etcd then fails to bind its second URL.
+fn free_ports() -> Result<(u16, u16), String> {
+    let bind = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| format!("no free loopback port: {e}"))
+    };
+    let port = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(|e| format!("no free loopback port: {e}"))
+    };
+    let (client, peer) = (bind()?, bind()?);
+    Ok((port(&client)?, port(&peer)?))
 }
 
 /// A single etcd member on free loopback ports, restored from a snapshot into a scratch
@@ -112,7 +122,7 @@ impl ScratchMember<'_> {
 
     /// Restores `snapshot` into `dir/data` on free loopback ports, without starting it.
     pub(crate) async fn restore(&self, snapshot: &Path, dir: &Path) -> Result<Restored, String> {
-        let (client_port, peer_port) = (free_port()?, free_port()?);
+        let (client_port, peer_port) = free_ports()?;
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let data = dir.join("data");
@@ -314,6 +324,14 @@ pub(crate) fn log_tail(dir: &Path) -> String {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_scratch_member_never_gets_one_port_for_both_urls() {
+        for _ in 0..200 {
+            let (client, peer) = free_ports().unwrap();
+            assert_ne!(client, peer);
+        }
+    }
 
     #[test]
     fn the_scratch_dir_is_new_private_and_unpredictable() {
