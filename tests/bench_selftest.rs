@@ -363,7 +363,7 @@ fn killed_test_process_leaves_no_process() {
     let mut cmd = Command::new(exe);
     cmd.args([
         "--exact",
-        "killed_test_process_leaves_no_process",
+        "bench_selftest::killed_test_process_leaves_no_process",
         "--nocapture",
         "--test-threads=1",
     ])
