@@ -29,7 +29,10 @@ use crate::repository::{self, RepoError, Repository};
 use crate::snapshot::{self, ScanOptions, SnapshotError};
 
 mod changes;
+mod objects;
 mod restore;
+
+pub use objects::{DiffArgs, GetArgs, ObjectsArgs, RestoreKeysArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -93,6 +96,13 @@ pub enum Command {
     /// Read snapshot files offline.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// etcdctl's `get`, offline, on a backup or a snapshot file (its history too).
+    Get(Box<GetArgs>),
+    /// The Kubernetes objects in a backup: type, metadata, size, revision.
+    Objects(Box<ObjectsArgs>),
+    /// The Kubernetes objects added, deleted and changed between two backups, snapshot
+    /// files or the live cluster.
+    Diff(Box<DiffArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +113,9 @@ pub enum RestoreCommand {
     Run(Box<RestoreRunArgs>),
     /// Prove a backup restores: into a throw-away single-member etcd on loopback.
     Drill(Box<RestoreDrillArgs>),
+    /// Write selected keys of a backup back into the live cluster (only where they do
+    /// not exist, unless --overwrite; never deletes).
+    Keys(Box<RestoreKeysArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +342,10 @@ pub enum Failure {
     Daemon(#[from] crate::daemon::DaemonError),
     #[error("restore stopped: {0}")]
     Restore(String),
+    #[error(transparent)]
+    Read(#[from] crate::objects::ReadError),
+    #[error("{0}")]
+    Objects(String),
 }
 
 impl Failure {
@@ -679,6 +696,12 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
         Command::Restore(RestoreCommand::Plan(args)) => restore::plan(cli, args, config, out),
         Command::Restore(RestoreCommand::Run(args)) => restore::run(cli, args, config, out),
         Command::Restore(RestoreCommand::Drill(args)) => restore::drill(cli, args, config, out),
+        Command::Restore(RestoreCommand::Keys(args)) => {
+            objects::restore_keys(cli.write_out, args, config, out)
+        }
+        Command::Get(args) => objects::get(cli.write_out, args, config, out),
+        Command::Objects(args) => objects::objects(cli.write_out, args, config, out),
+        Command::Diff(args) => objects::diff(cli.write_out, args, config, out),
         Command::Snapshot(SnapshotCommand::Status(args)) => {
             let options = ScanOptions {
                 verify_trailer: !args.skip_hash_check,

@@ -145,6 +145,30 @@ pub async fn verify(
     download_and_check(repo, m, &path, identities).await
 }
 
+/// A backup downloaded and checked into a private file in a scratch directory, for
+/// reading it in place (`lifeboat get`, `objects`, `diff`); removed when dropped.
+pub struct ScratchCopy(RemoveOnDrop);
+
+impl ScratchCopy {
+    pub fn path(&self) -> &Path {
+        &self.0.0
+    }
+}
+
+/// Downloads and checks backup `m` into a new file (mode 0600) in `scratch`, kept until
+/// the returned copy is dropped.
+pub async fn fetch_scratch(
+    repo: &Repository,
+    m: &Manifest,
+    scratch: &Path,
+    identities: Option<&Arc<Identities>>,
+) -> Result<ScratchCopy, FetchError> {
+    let path = scratch.join(format!("lifeboat-read-{}.db.part", random_suffix()));
+    let copy = ScratchCopy(RemoveOnDrop(path.clone()));
+    download_and_check(repo, m, &path, identities).await?;
+    Ok(copy)
+}
+
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {

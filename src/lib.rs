@@ -16,6 +16,9 @@
 //! - [`snapshot`] reads a snapshot *file* offline (bbolt pages, status figures, key
 //!   inventory), and checks a snapshot *stream* with the same walk over a skeleton of its
 //!   trees (`snapshot::stream`): that is how a backup is verified, without a copy.
+//! - [`objects`] reads single keys and Kubernetes objects out of a snapshot offline
+//!   (`get`, `objects`, `diff`) and writes chosen ones back into a live cluster
+//!   (`restore keys`).
 //! - [`cli`], [`output`] and [`progress`] are the command line: definitions, what is
 //!   printed (`-w simple|json|table`), progress on long transfers; `src/bin/lifeboat.rs`
 //!   only parses, calls and maps errors to exit codes.
@@ -34,6 +37,7 @@ pub mod encryption;
 pub mod error_text;
 pub mod etcd;
 pub mod fetch;
+pub mod objects;
 pub mod output;
 pub mod progress;
 pub mod repository;

@@ -12,6 +12,7 @@ mod changes;
 mod cli;
 mod daemon;
 mod install_script;
+mod objects_get;
 mod packaging;
 mod prune;
 mod restore;

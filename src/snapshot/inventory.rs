@@ -213,7 +213,13 @@ impl Aggregate {
 /// keeps its group (`apps.example.com/widgets`), and sub-resources stored one level
 /// deeper (`services/specs/<ns>/<name>`) keep their sub-path.
 pub fn kubernetes_resource(key: &[u8]) -> Option<(String, Option<String>)> {
-    let rest = key.strip_prefix(REGISTRY.as_bytes())?;
+    kubernetes_resource_under(REGISTRY.as_bytes(), key)
+}
+
+/// [`kubernetes_resource`] for an apiserver whose `--etcd-prefix` is `root` (with its
+/// trailing `/`) instead of `/registry/`.
+pub fn kubernetes_resource_under(root: &[u8], key: &[u8]) -> Option<(String, Option<String>)> {
+    let rest = key.strip_prefix(root)?;
     let rest = String::from_utf8_lossy(rest);
     let segments: Vec<&str> = rest.split('/').collect();
     let (&first, mut remaining) = segments.split_first()?;

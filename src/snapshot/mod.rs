@@ -8,6 +8,9 @@
 //! raft entries against ([`member_state`]). It never panics on bad input, and reports
 //! damage as [`SnapshotError`] naming the file and the byte offset.
 //!
+//! [`records`] hands every revision record to a caller, for offline reads of keys and
+//! their history.
+//!
 //! [`stream`] checks a snapshot as it streams (the backup): it keeps a skeleton of the
 //! trees in a scratch file and, when the stream ends, runs the same walk over it
 //! ([`db::Database::from_skeleton`], `node.rs`), with the length and meta checks shared
@@ -25,6 +28,7 @@ mod node;
 mod open;
 pub mod page;
 mod readahead;
+pub mod records;
 pub mod status;
 pub mod stream;
 pub mod trailer;
@@ -35,6 +39,7 @@ use std::path::Path;
 pub use error::{Corrupted, SnapshotError};
 pub use inventory::{Inventory, PrefixCount, ResourceCount, inventory, scan_inventory};
 pub use member_state::{MemberState, member_state};
+use status::trailer_state;
 pub use status::{KeyIndex, ScanOptions, Status, TrailerState};
 
 /// The status figures of the snapshot file at `path`, its trailer verified when present.

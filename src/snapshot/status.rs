@@ -209,23 +209,31 @@ pub(crate) fn scan_with(
             None => None,
         };
         // A wrong trailer explains any structural damage found, so it is reported first.
-        let trailer = match (db.trailer(), &digest) {
-            (Some(t), Some(d)) if t == d => TrailerState::Verified,
-            (Some(t), Some(d)) => {
-                return Err(SnapshotError::TrailerMismatch {
-                    path: path.to_path_buf(),
-                    expected: hex(t),
-                    actual: hex(d),
-                });
-            }
-            (Some(_), None) => TrailerState::NotChecked,
-            (None, _) => TrailerState::Absent,
-        };
+        let trailer = trailer_state(path, db.trailer(), digest.as_ref())?;
         let mut acc = walked.map_err(|c| SnapshotError::corrupted(path, c))?;
         acc.status.sha256_trailer = trailer;
         acc.status.sha256 = digest.as_ref().map(|d| hex(d));
         Ok(acc.status)
     })
+}
+
+/// What the trailer check found: the trailer `trailer` against the `digest` computed
+/// (none when the check was skipped); a mismatch is an error.
+pub(crate) fn trailer_state(
+    path: &Path,
+    trailer: Option<&[u8; 32]>,
+    digest: Option<&[u8; 32]>,
+) -> Result<TrailerState, SnapshotError> {
+    match (trailer, digest) {
+        (Some(t), Some(d)) if t == d => Ok(TrailerState::Verified),
+        (Some(t), Some(d)) => Err(SnapshotError::TrailerMismatch {
+            path: path.to_path_buf(),
+            expected: hex(t),
+            actual: hex(d),
+        }),
+        (Some(_), None) => Ok(TrailerState::NotChecked),
+        (None, _) => Ok(TrailerState::Absent),
+    }
 }
 
 struct Accumulator {
@@ -423,7 +431,7 @@ pub(crate) fn hex(b: &[u8]) -> String {
 /// sha256 of the first `len` bytes of `file`, read sequentially. The block is small
 /// enough to stay in the CPU cache between the copy and the hash: with 1 MiB blocks the
 /// same work took twice as long.
-fn sha256_prefix(file: File, len: u64) -> std::io::Result<[u8; 32]> {
+pub(crate) fn sha256_prefix(file: File, len: u64) -> std::io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut reader = file.take(len);
     let mut storage = Vec::new();

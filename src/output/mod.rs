@@ -9,6 +9,8 @@ use crate::cli::Format;
 use crate::repository::{Entry, Manifest};
 use crate::snapshot::{Inventory, Status, TrailerState};
 
+pub mod objects;
+
 /// `lifeboat backup`: one summary line, or the manifest as JSON.
 pub fn backup(out: &mut dyn Write, format: Format, r: &BackupReport) -> io::Result<()> {
     let m = &r.manifest;
@@ -508,7 +510,7 @@ fn display_prefix(p: &str) -> String {
     }
 }
 
-fn json_line<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> io::Result<()> {
+pub(crate) fn json_line<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> io::Result<()> {
     serde_json::to_writer(&mut *out, value)?;
     writeln!(out)
 }
