@@ -301,14 +301,14 @@ pub(super) fn run(
         ),
         _ => writeln!(
             out,
-            "restored {} on {} members: cluster {}, revision {}, hashkv {}, {} keys; {} /registry/ resources differ",
+            "restored {} on {} members: cluster {}, revision {}, hashkv {}, {} keys; {} Kubernetes resource/namespace groups differ from the snapshot",
             p.backup.id,
             runner.settings.members.len(),
             report.cluster_id.as_deref().unwrap_or("?"),
             report.revision.unwrap_or(0),
             report.hashkv.map_or("?".into(), |h| h.to_string()),
             report.keys.unwrap_or(0),
-            report.inventory_differences.len()
+            report.object_differences.len()
         ),
     }
     .map_err(Failure::Output)

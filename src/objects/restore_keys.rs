@@ -256,9 +256,10 @@ fn got(responses: Vec<TxnOpResponse>) -> Option<(Vec<u8>, i64)> {
     })
 }
 
-/// Objects whose owners are neither in `planned` nor live (by uid, among the live
-/// objects of the namespaces involved and the cluster-scoped ones of the owners' kinds
-/// is too costly to find by key; so: the live objects of the same namespace).
+/// Objects whose owners (by uid) are neither restored now nor live. An owner is
+/// looked for among the planned objects, then among the live objects of the namespaces
+/// of the objects that have owners (owners are in the same namespace, or cluster-scoped
+/// and then usually planned too).
 async fn unresolved_owners(
     client: &mut Client,
     planned: &[Planned],
@@ -271,13 +272,11 @@ async fn unresolved_owners(
         .collect();
     namespaces.sort_unstable();
     namespaces.dedup();
-    let missing = |known: &HashSet<String>| {
-        planned
-            .iter()
-            .flat_map(|p| p.owners.iter().map(move |o| (p, o)))
-            .any(|(_, (_, uid))| !known.contains(uid))
-    };
-    if missing(&known) {
+    let missing = planned
+        .iter()
+        .flat_map(|p| &p.owners)
+        .any(|(_, uid)| !known.contains(uid));
+    if missing {
         for ns in namespaces {
             let selection = Selection::new(None, Some(ns.to_owned()), None, None);
             let (live, _) = super::live::list(client, "the live cluster", &selection, None).await?;

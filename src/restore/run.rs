@@ -83,9 +83,9 @@ pub struct Report {
     pub revision: Option<i64>,
     pub hashkv: Option<u32>,
     pub keys: Option<i64>,
-    /// `/registry/` resources whose object count differs between the snapshot and the
-    /// live cluster after step 8: (resource, in snapshot, live).
-    pub inventory_differences: Vec<(String, u64, u64)>,
+    /// Step 8: per resource and namespace, the Kubernetes objects added, deleted and
+    /// changed live since the snapshot (only those with a difference).
+    pub object_differences: Vec<crate::objects::diff::GroupCount>,
     pub steps_run: Vec<u8>,
     /// How long each step took, in seconds.
     pub step_seconds: Vec<(u8, f64)>,
@@ -481,53 +481,46 @@ impl Runner {
         }
     }
 
-    /// Step 8: objects per Kubernetes resource, snapshot against the live cluster.
+    /// Step 8: the Kubernetes objects of the snapshot against the live cluster's, per
+    /// resource and namespace: added, deleted and changed since the restore (controllers
+    /// update some objects as soon as they start; a deleted or added object is news).
     async fn inventory(&self, journal: &Journal, report: &mut Report) -> Result<(), String> {
+        use crate::objects::{Selection, diff, list, live};
         let path = self.local_snapshot(journal);
-        let (_, index) = tokio::task::spawn_blocking(move || {
-            crate::snapshot::scan(
-                &path,
-                crate::snapshot::ScanOptions {
-                    verify_trailer: false,
-                },
-            )
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for k in index.keys.keys() {
-            if let Some((resource, _)) = crate::snapshot::inventory::kubernetes_resource(k) {
-                counts.entry(resource).or_default().0 += 1;
-            }
-        }
+        let selection = Selection::new(None, None, None, None);
+        let in_snapshot = {
+            let selection = selection.clone();
+            tokio::task::spawn_blocking(move || {
+                list::list(
+                    &path,
+                    crate::snapshot::ScanOptions {
+                        verify_trailer: false,
+                    },
+                    &selection,
+                    None,
+                    None,
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+        };
         let endpoint = &self.settings.members[0].client_url;
         let mut client = etcd::connect_one(&self.etcd, endpoint)
             .await
             .map_err(|e| e.to_string())?;
-        let live = client
-            .get(
-                "/registry/",
-                Some(
-                    etcd_client::GetOptions::new()
-                        .with_prefix()
-                        .with_keys_only(),
-                ),
-            )
-            .await
-            .map_err(|e| format!("listing /registry/: {}", etcd::describe(&e)))?;
-        for kv in live.kvs() {
-            if let Some((resource, _)) = crate::snapshot::inventory::kubernetes_resource(kv.key()) {
-                counts.entry(resource).or_default().1 += 1;
-            }
-        }
-        report.inventory_differences = counts
-            .into_iter()
-            .filter(|(_, (a, b))| a != b)
-            .map(|(r, (a, b))| (r, a, b))
-            .collect();
-        for (r, a, b) in &report.inventory_differences {
-            eprintln!("  /registry/ {r}: {a} in the snapshot, {b} live");
+        let (now, _) = live::list(&mut client, endpoint, &selection, None).await?;
+        let d = diff::diff(in_snapshot, now);
+        report.object_differences = d.groups;
+        for g in &report.object_differences {
+            eprintln!(
+                "  {} in {}: {} added, {} deleted, {} changed since the snapshot",
+                g.resource,
+                g.namespace.as_deref().unwrap_or("the cluster scope"),
+                g.added,
+                g.deleted,
+                g.changed
+            );
         }
         Ok(())
     }

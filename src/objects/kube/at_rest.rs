@@ -127,7 +127,7 @@ impl Keyring {
             "secretbox" => Provider::Secretbox,
             p => {
                 return Err(format!(
-                    "encrypted by {p} (key {:?}): only the KMS plugin can decrypt it",
+                    "encrypted by {p} (key {:?}), which lifeboat cannot decrypt",
                     enc.key
                 ));
             }

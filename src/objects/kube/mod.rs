@@ -32,6 +32,11 @@ pub fn inspect(key: &[u8], value: &[u8], keyring: Option<&Keyring>) -> Inspected
         },
         Some(Ok((enc, data))) => {
             let object = match keyring {
+                _ if enc.provider.starts_with("kms") => Err(format!(
+                    "encrypted at rest through the KMS plugin {:?} ({}): only that plugin \
+                     can decrypt it, lifeboat cannot",
+                    enc.key, enc.provider
+                )),
                 None => Err(format!(
                     "encrypted at rest ({} key {:?}): give the apiserver's \
                      EncryptionConfiguration with --encryption-config to read it",
