@@ -86,8 +86,11 @@ impl Noise {
     }
 }
 
-/// A value that looks like a Kubernetes protobuf object: the `k8s\0` magic, repeated
-/// field names and labels, and a share of random ids, so it compresses about as well.
+/// A value shaped like a Kubernetes protobuf object: the `k8s\0` magic and a
+/// `runtime.Unknown` whose `raw` holds an `ObjectMeta` (name, namespace, uid,
+/// creationTimestamp, labels) and then a body of repeated field names and a share of
+/// random ids, so it compresses about as well as real objects and `lifeboat objects`
+/// reads real metadata from it.
 fn object_value(
     noise: &mut Noise,
     sizes: (usize, usize),
@@ -98,33 +101,39 @@ fn object_value(
 ) -> Vec<u8> {
     let (min, max) = sizes;
     let size = min + (noise.next() % (max - min + 1) as u64) as usize;
-    let mut v = Vec::with_capacity(size + 256);
-    v.extend_from_slice(b"k8s\0\n\x02v1\x12\x03Pod\x1a");
-    let header = format!(
-        "metadata: name={name} namespace={ns} resourceVersion={generation} uid={:016x}-{:08x} \
-         labels: app.kubernetes.io/name={name} app.kubernetes.io/part-of={resource} ",
-        noise.next(),
-        noise.next() as u32
-    );
-    v.extend_from_slice(header.as_bytes());
-    while v.len() < size {
+    let uid = format!("{:016x}-{:08x}", noise.next(), noise.next() as u32);
+    let mut meta = Vec::new();
+    field(&mut meta, 1, name.as_bytes());
+    field(&mut meta, 3, ns.as_bytes());
+    field(&mut meta, 5, uid.as_bytes());
+    let mut time = vec![0x08];
+    varint(&mut time, 1_764_000_000 + generation);
+    field(&mut meta, 8, &time);
+    for (k, v) in [("app.kubernetes.io/name", name), ("app.kubernetes.io/part-of", resource)] {
+        let mut entry = Vec::new();
+        field(&mut entry, 1, k.as_bytes());
+        field(&mut entry, 2, v.as_bytes());
+        field(&mut meta, 11, &entry);
+    }
+    let mut body = Vec::with_capacity(size);
+    while body.len() + meta.len() + 32 < size {
         // Field names and templates repeat (as in real objects); ids, timestamps and
         // Secret-like data do not. Tuned to compress about 4x with zstd -3, close to
         // what Kubernetes' protobuf objects do.
         match noise.next() % 6 {
-            0 => v.extend_from_slice(format!("{:016x}", noise.next()).as_bytes()),
+            0 => body.extend_from_slice(format!("{:016x}", noise.next()).as_bytes()),
             1 | 2 => {
                 for _ in 0..3 {
-                    v.extend_from_slice(&noise.next().to_le_bytes());
+                    body.extend_from_slice(&noise.next().to_le_bytes());
                 }
             }
-            3 => v.extend_from_slice(
+            3 => body.extend_from_slice(
                 b" managedFields: manager=kube-controller-manager operation=Update ",
             ),
-            4 => v.extend_from_slice(
+            4 => body.extend_from_slice(
                 b" spec: containers: image=registry.example/app:1.2.3 resources: limits: cpu=500m memory=256Mi ",
             ),
-            _ => v.extend_from_slice(
+            _ => body.extend_from_slice(
                 format!(
                     " status: conditions: type=Ready status=True lastTransitionTime={} ",
                     noise.next() % 1_000_000_000
@@ -133,8 +142,28 @@ fn object_value(
             ),
         }
     }
-    v.truncate(size);
+    let mut raw = Vec::with_capacity(size);
+    field(&mut raw, 1, &meta);
+    field(&mut raw, 2, &body);
+    let mut v = Vec::with_capacity(size + 32);
+    v.extend_from_slice(b"k8s\0\n\x0b\n\x02v1\x12\x05Other");
+    field(&mut v, 2, &raw);
     v
+}
+
+/// A length-delimited protobuf field.
+fn field(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+    varint(out, number << 3 | 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -29,7 +29,8 @@ Environment: BENCH_SHAPES, BENCH_DB_BYTES, BENCH_BUSY_OBJECTS, BENCH_TINY_KEYS,
 BENCH_RUNS (status runs, default 5), BENCH_BACKUP_RUNS (default 3), BENCH_RESTORE_RUNS
 (default 2), BENCH_DAEMON_BACKUPS (default 1000), BENCH_CHANGES_SECONDS (default 20),
 BENCH_PITR_BASE_BYTES (default 1 GiB), BENCH_PITR_REVISIONS (default 360,000), BENCH_ONLY
-(a comma-separated subset of status,backup,restore,daemon,changes,pitr; default all).
+(a comma-separated subset of status,objects,backup,restore,daemon,changes,pitr; default
+all). objects (issue 11) runs on the history and busy shapes.
 """
 import json, os, platform, shutil, socket, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -50,7 +51,7 @@ BUSY_OBJECTS = int(os.environ.get("BENCH_BUSY_OBJECTS", 228_838))
 TINY_KEYS = int(os.environ.get("BENCH_TINY_KEYS", 1_000_000))
 DAEMON_BACKUPS = int(os.environ.get("BENCH_DAEMON_BACKUPS", 1000))
 ONLY = {x for x in os.environ.get("BENCH_ONLY", "").split(",") if x}
-STEPS = ("status", "backup", "restore", "daemon", "changes", "pitr")
+STEPS = ("status", "objects", "backup", "restore", "daemon", "changes", "pitr")
 PITR_BASE_BYTES = int(os.environ.get("BENCH_PITR_BASE_BYTES", 1 << 30))
 PITR_REVISIONS = int(os.environ.get("BENCH_PITR_REVISIONS", 360_000))
 NO_LIMIT = 1 << 50
@@ -171,11 +172,14 @@ def bench_shape(work, shape, s3env):
             write_backup_report(shape, backup_results)
         if shape == "history" and want("restore"):
             bench_restore(d, endpoint)
-        if want("status"):
+        if want("status") or want("objects"):
             snap = d / "snapshot.db"
             save = measure("etcdctl snapshot save",
                            [ETCD / "etcdctl", "--endpoints", endpoint, "snapshot", "save", snap])
-            bench_status(shape, snap, save)
+            if want("status"):
+                bench_status(shape, snap, save)
+            if want("objects") and shape in ("history", "busy"):
+                bench_objects(shape, snap, endpoint)
             snap.unlink(missing_ok=True)
     finally:
         etcd.kill()
@@ -509,6 +513,79 @@ def bench_status(shape, snap, save):
             results[label].append(measure(label, c))
         log(f"status run {i + 1}/{RUNS} done")
     write_report(shape, size, ref, ours, save, results)
+
+
+def bench_objects(shape, snap, endpoint):
+    """Issue 11: `objects`, `diff` and `get` on the snapshot against etcdctl listing the same
+    keys from the live member the snapshot came from."""
+    size = snap.stat().st_size
+    listing = json.loads(subprocess.run(
+        [LIFEBOAT, "objects", "--backup", snap, "--skip-hash-check", "-w", "json"],
+        check=True, capture_output=True, text=True).stdout)
+    objects = len(listing["objects"])
+    live = subprocess.run([ETCD / "etcdctl", "--endpoints", endpoint, "get", "/registry/",
+                           "--prefix", "--keys-only"], check=True, capture_output=True).stdout
+    live_keys = len([l for l in live.split(b"\n") if l])
+    if live_keys != objects:
+        sys.exit(f"objects lists {objects}, etcdctl {live_keys} keys under /registry/")
+    if listing["unreadable"]:
+        sys.exit(f"{listing['unreadable']} objects could not be read: the load generator's values are wrong")
+    ns = "team-00"
+    selected = len(json.loads(subprocess.run(
+        [LIFEBOAT, "objects", "--backup", snap, "--skip-hash-check", "-n", ns, "-w", "json"],
+        check=True, capture_output=True, text=True).stdout)["objects"])
+    ours_keys = subprocess.run([LIFEBOAT, "get", "--backup", snap, "--skip-hash-check", "/registry/",
+                                "--prefix", "--keys-only"], check=True, capture_output=True).stdout
+    if ours_keys != live:
+        sys.exit("lifeboat get --keys-only differs from etcdctl's")
+    log(f"objects: {objects} objects, all decoded, {selected} in {ns}; get --keys-only equals etcdctl's")
+    cmds = {
+        "etcdctl get /registry/ --prefix --keys-only (live member)":
+            [ETCD / "etcdctl", "--endpoints", endpoint, "get", "/registry/", "--prefix", "--keys-only"],
+        "lifeboat get /registry/ --prefix --keys-only":
+            [LIFEBOAT, "get", "--backup", snap, "/registry/", "--prefix", "--keys-only"],
+        "lifeboat objects -w json":
+            [LIFEBOAT, "objects", "--backup", snap, "-w", "json"],
+        "lifeboat objects -w json --skip-hash-check":
+            [LIFEBOAT, "objects", "--backup", snap, "--skip-hash-check", "-w", "json"],
+        f"lifeboat objects -n {ns} -w json":
+            [LIFEBOAT, "objects", "--backup", snap, "-n", ns, "-w", "json"],
+        "lifeboat diff FILE FILE -w json (reads it twice)":
+            [LIFEBOAT, "diff", snap, snap, "-w", "json"],
+        "lifeboat diff FILE live -w json":
+            [LIFEBOAT, "diff", snap, "live", "--endpoints", endpoint, "-w", "json"],
+    }
+    for c in cmds.values():  # warm the page cache for everyone
+        subprocess.run(c, check=True, stdout=subprocess.DEVNULL)
+    results = {k: [] for k in cmds}
+    for i in range(RUNS):
+        for label, c in cmds.items():
+            results[label].append(measure(label, c))
+        log(f"objects run {i + 1}/{RUNS} done")
+    base = median([r["wall_s"] for r in results[next(iter(cmds))]])
+    rows = []
+    for label, rs in results.items():
+        wall = median([r["wall_s"] for r in rs])
+        rss = max(r["max_rss_kib"] for r in rs) / 1024
+        n = selected if f"-n {ns}" in label else objects
+        per = "" if label.startswith("etcdctl") else f"{rss * 2**20 / n:,.0f}"
+        rows.append(f"| `{label}` | {wall:.2f} | {wall / base:.2f}× | {rss:.0f} | {per} |")
+    section = f"""<!-- bench:objects-{shape}:start -->
+### {SHAPES[shape]['title']}
+
+Measured {time.strftime('%Y-%m-%d')} by `make bench` on {os.cpu_count()} cores ({cpu_model()}),
+Linux {platform.release()}: a **{size / 2**30:.2f} GiB** snapshot with {objects:,} objects under
+`/registry/`, every one decoded (envelope and `ObjectMeta`); {selected:,} of them in `{ns}`.
+Median of {RUNS} alternating runs, page cache warm; ratio to etcdctl listing the keys
+alone from the live member the snapshot came from. "Bytes per object" is peak RSS over
+the objects selected.
+
+| command | wall (s) | ratio to etcdctl | peak RSS (MiB) | bytes per object |
+|---|---:|---:|---:|---:|
+{chr(10).join(rows)}
+<!-- bench:objects-{shape}:end -->"""
+    replace_section(f"objects-{shape}", section)
+    print(section)
 
 
 def write_report(shape, size, ref, ours, save, results):

@@ -1,5 +1,7 @@
 //! The selected objects of a live cluster, read page by page at one revision (the
-//! first page's), so the listing is one consistent view however long it takes.
+//! first page's), so the listing is one consistent view however long it takes. A page
+//! that is larger than the client accepts (gRPC's 4 MiB) is asked for again at half
+//! the size.
 
 use etcd_client::{Client, GetOptions};
 
@@ -9,7 +11,7 @@ use super::select::Selection;
 use crate::etcd::describe;
 use crate::snapshot::mvcc::KeyValue;
 
-const PAGE: i64 = 1000;
+const PAGE: i64 = 500;
 
 /// Lists the selected objects of the cluster behind `client`; `endpoint` names it in
 /// errors. Returns the listing and the cluster id of the answers.
@@ -25,15 +27,26 @@ pub async fn list(
     let mut revision = 0;
     let mut cluster_id = 0;
     let mut objects = Vec::new();
+    let mut page = PAGE;
     loop {
-        let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let resp = client
-            .get(from.clone(), Some(options))
-            .await
-            .map_err(|e| format!("{endpoint}: listing {}: {}", selection.prefix, describe(&e)))?;
+        let resp = match client.get(from.clone(), Some(options)).await {
+            Ok(r) => r,
+            Err(e) if page > 1 && describe(&e).contains("message length too large") => {
+                page /= 2;
+                continue;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{endpoint}: listing {}: {}",
+                    selection.prefix,
+                    describe(&e)
+                ));
+            }
+        };
         if let Some(h) = resp.header() {
             if revision == 0 {
                 revision = h.revision();
