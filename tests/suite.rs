@@ -12,6 +12,7 @@ mod changes;
 mod cli;
 mod daemon;
 mod install_script;
+mod k8s_encoder;
 mod objects_get;
 mod packaging;
 mod prune;

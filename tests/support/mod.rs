@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod etcd;
 pub mod faulty_proxy;
 pub mod h2_tamper;
+pub mod k8s;
 pub mod lifeboat;
 pub mod partition;
 pub mod process;
