@@ -14,6 +14,8 @@ mod daemon;
 mod install_script;
 mod k8s_encoder;
 mod objects_get;
+mod objects_k8s;
+mod objects_restore;
 mod packaging;
 mod prune;
 mod restore;

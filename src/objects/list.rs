@@ -75,9 +75,19 @@ pub fn list(
 ) -> Result<Listing, ReadError> {
     let v = view::read(path, scan, &selection.range(), at, &mut |kv| {
         let place = selection.place(kv.key)?;
-        Some(ObjectRow::of(place, kv, keyring))
+        let mut row = ObjectRow::of(place, kv, keyring);
+        // The view keeps the key; the row gets it back below, so it is held once.
+        row.key = String::new();
+        Some(row)
     })?;
-    let objects: Vec<ObjectRow> = v.keys.into_values().collect();
+    let objects: Vec<ObjectRow> = v
+        .keys
+        .into_iter()
+        .map(|(key, row)| ObjectRow {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            ..row
+        })
+        .collect();
     Ok(Listing {
         revision: v.revision,
         unreadable: objects.iter().filter(|o| o.error.is_some()).count(),
