@@ -142,7 +142,7 @@ def main():
         if want("backup") and SELECTED:
             weed, s3env = start_weed(work)
         for shape in SELECTED:
-            if any(want(x) for x in ("status", "backup", "restore")):
+            if any(want(x) for x in ("status", "objects", "backup", "restore")):
                 bench_shape(work, shape, s3env)
         if want("daemon"):
             bench_daemon(work)

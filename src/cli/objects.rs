@@ -259,6 +259,8 @@ pub(super) fn get(
         scan: args.source.scan(),
     };
     let result = get::get(&opened.path, &options)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let out: &mut dyn Write = &mut out;
     match cli_format {
         Format::Json => {
             let header = opened
@@ -279,6 +281,7 @@ pub(super) fn get(
             ));
         }
     }
+    .and_then(|()| out.flush())
     .map_err(Failure::Output)
 }
 
@@ -298,7 +301,10 @@ pub(super) fn objects(
         args.rev,
         keyring.as_ref(),
     )?;
-    output::objects::listing(out, cli_format, &listing).map_err(Failure::Output)
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    output::objects::listing(&mut out, cli_format, &listing)
+        .and_then(|()| out.flush())
+        .map_err(Failure::Output)
 }
 
 pub(super) fn diff(
@@ -346,7 +352,10 @@ pub(super) fn diff(
     let a = side(&args.a)?;
     let b = side(&args.b)?;
     let d = diff::diff(a, b);
-    output::objects::diff(out, cli_format, &args.a, &args.b, &d).map_err(Failure::Output)
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    output::objects::diff(&mut out, cli_format, &args.a, &args.b, &d)
+        .and_then(|()| out.flush())
+        .map_err(Failure::Output)
 }
 
 pub(super) fn restore_keys(

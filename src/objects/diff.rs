@@ -3,6 +3,7 @@
 //! cluster, with counts per resource and namespace.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -28,10 +29,10 @@ pub struct Change {
 }
 
 /// Counts for one resource in one namespace (`None`: cluster-scoped).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GroupCount {
-    pub resource: String,
-    pub namespace: Option<String>,
+    pub resource: Arc<str>,
+    pub namespace: Option<Arc<str>>,
     pub added: u64,
     pub deleted: u64,
     pub changed: u64,
@@ -54,7 +55,7 @@ pub struct Diff {
 
 /// Compares listing `a` with listing `b` (both in key order, as listings are).
 pub fn diff(a: Listing, b: Listing) -> Diff {
-    let mut groups: BTreeMap<(String, Option<String>), GroupCount> = BTreeMap::new();
+    let mut groups: BTreeMap<(Arc<str>, Option<Arc<str>>), GroupCount> = BTreeMap::new();
     let mut changes = Vec::new();
     let mut a_rows = a.objects.into_iter().peekable();
     let mut b_rows = b.objects.into_iter().peekable();
@@ -114,14 +115,17 @@ pub fn diff(a: Listing, b: Listing) -> Diff {
 }
 
 fn group<'a>(
-    groups: &'a mut BTreeMap<(String, Option<String>), GroupCount>,
+    groups: &'a mut BTreeMap<(Arc<str>, Option<Arc<str>>), GroupCount>,
     row: &ObjectRow,
 ) -> &'a mut GroupCount {
     let key = (row.place.resource.clone(), row.place.namespace.clone());
     groups.entry(key).or_insert_with(|| GroupCount {
         resource: row.place.resource.clone(),
         namespace: row.place.namespace.clone(),
-        ..GroupCount::default()
+        added: 0,
+        deleted: 0,
+        changed: 0,
+        unchanged: 0,
     })
 }
 
@@ -180,7 +184,7 @@ mod tests {
         );
         assert_eq!((d.added, d.deleted, d.changed, d.unchanged), (1, 1, 1, 1));
         assert_eq!(d.groups.len(), 3);
-        assert_eq!(d.groups[0].resource, "configmaps");
+        assert_eq!(&*d.groups[0].resource, "configmaps");
         assert_eq!((d.groups[0].deleted, d.groups[0].unchanged), (1, 1));
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::kube::{self, Encryption, Keyring, ObjectMeta};
-use super::select::{Place, Selection};
+use super::select::{Interner, Place, Selection};
 use super::view::{self, ReadError};
 use crate::snapshot::ScanOptions;
 use crate::snapshot::mvcc::KeyValue;
@@ -73,9 +73,14 @@ pub fn list(
     at: Option<i64>,
     keyring: Option<&Keyring>,
 ) -> Result<Listing, ReadError> {
+    let mut shared = Interner::default();
     let v = view::read(path, scan, &selection.range(), at, &mut |kv| {
-        let place = selection.place(kv.key)?;
+        let place = shared.place(selection.place(kv.key)?);
         let mut row = ObjectRow::of(place, kv, keyring);
+        if let Some(m) = &mut row.object {
+            m.api_version = shared.get(&m.api_version);
+            m.kind = shared.get(&m.kind);
+        }
         // The view keeps the key; the row gets it back below, so it is held once.
         row.key = String::new();
         Some(row)
@@ -101,11 +106,11 @@ pub fn cells(o: &ObjectRow) -> Vec<String> {
     let text = |f: fn(&ObjectMeta) -> String| m.map(f).unwrap_or_default();
     let dash = |s: String| if s.is_empty() { "-".to_owned() } else { s };
     vec![
-        o.place.resource.clone(),
-        o.place.namespace.clone().unwrap_or_else(|| "-".into()),
+        o.place.resource.to_string(),
+        o.place.namespace.as_deref().unwrap_or("-").to_owned(),
         o.place.name.clone(),
-        dash(text(|m| m.api_version.clone())),
-        dash(text(|m| m.kind.clone())),
+        dash(text(|m| m.api_version.to_string())),
+        dash(text(|m| m.kind.to_string())),
         dash(text(|m| m.uid.clone())),
         dash(text(|m| m.creation_timestamp.clone().unwrap_or_default())),
         dash(text(|m| m.deletion_timestamp.clone().unwrap_or_default())),

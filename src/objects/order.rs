@@ -11,7 +11,7 @@ pub fn rank(place: Option<&Place>) -> u8 {
         // Not a Kubernetes key: as it comes, after the objects.
         return 9;
     };
-    let resource = p.resource.as_str();
+    let resource: &str = &p.resource;
     let (first, plural) = resource.split_once('/').unwrap_or((resource, resource));
     match first {
         "namespaces" => 0,

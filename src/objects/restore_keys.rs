@@ -128,7 +128,7 @@ pub struct KeyOutcome {
     pub key: String,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource: Option<String>,
+    pub resource: Option<std::sync::Arc<str>>,
     /// The backup's lease, which is not restored.
     #[serde(skip_serializing_if = "is_zero")]
     pub dropped_lease: i64,

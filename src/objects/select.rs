@@ -8,6 +8,9 @@
 //! sub-paths for some built-ins (`services/specs/…`); see
 //! [`crate::snapshot::inventory::kubernetes_resource`].
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use crate::snapshot::inventory::kubernetes_resource_under;
 
 use super::view::KeyRange;
@@ -28,10 +31,36 @@ pub struct Selection {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Place {
     /// As the key has it: `pods`, `services/specs`, `example.com/widgets`.
-    pub resource: String,
+    pub resource: Arc<str>,
     /// `None` for a cluster-scoped object.
-    pub namespace: Option<String>,
+    pub namespace: Option<Arc<str>>,
     pub name: String,
+}
+
+/// One shared copy of each string that many objects repeat (resources, namespaces,
+/// kinds, API versions), so a listing's memory follows its objects' own data.
+#[derive(Debug, Default)]
+pub struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    pub fn get(&mut self, s: &Arc<str>) -> Arc<str> {
+        match self.0.get(s) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                self.0.insert(Arc::clone(s));
+                Arc::clone(s)
+            }
+        }
+    }
+
+    /// The place with its resource and namespace shared.
+    pub fn place(&mut self, p: Place) -> Place {
+        Place {
+            resource: self.get(&p.resource),
+            namespace: p.namespace.as_ref().map(|n| self.get(n)),
+            name: p.name,
+        }
+    }
 }
 
 impl Selection {
@@ -64,8 +93,8 @@ impl Selection {
         let place = place_under(self.prefix.as_bytes(), key)?;
         if let Some(ns) = &self.namespace {
             // A namespace's own object counts as part of it.
-            let own = place.resource == "namespaces" && place.name == *ns;
-            if place.namespace.as_ref() != Some(ns) && !own {
+            let own = &*place.resource == "namespaces" && place.name == *ns;
+            if place.namespace.as_deref() != Some(ns.as_str()) && !own {
                 return None;
             }
         }
@@ -91,8 +120,8 @@ pub fn place_under(prefix: &[u8], key: &[u8]) -> Option<Place> {
         return None;
     }
     Some(Place {
-        resource,
-        namespace,
+        resource: resource.into(),
+        namespace: namespace.map(Into::into),
         name,
     })
 }
@@ -133,6 +162,10 @@ mod tests {
                 name: "web".into()
             })
         );
+        let mut shared = Interner::default();
+        let a = shared.place(all.place(b"/registry/pods/a/web").unwrap());
+        let b = shared.place(all.place(b"/registry/pods/a/db").unwrap());
+        assert!(Arc::ptr_eq(&a.resource, &b.resource));
         let ns = Selection::new(None, Some("a".into()), None, None);
         assert!(ns.place(b"/registry/pods/a/web").is_some());
         assert!(ns.place(b"/registry/namespaces/a").is_some());

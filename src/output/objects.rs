@@ -45,13 +45,13 @@ pub fn diff(out: &mut dyn Write, format: Format, a: &str, b: &str, d: &Diff) -> 
     if format == Format::Json {
         return json_line(out, d);
     }
-    let ns = |n: &Option<String>| n.clone().unwrap_or_else(|| "-".into());
+    let ns = |n: &Option<std::sync::Arc<str>>| n.as_deref().unwrap_or("-").to_owned();
     let groups: Vec<Vec<String>> = d
         .groups
         .iter()
         .map(|g| {
             vec![
-                g.resource.clone(),
+                g.resource.to_string(),
                 ns(&g.namespace),
                 g.added.to_string(),
                 g.deleted.to_string(),
@@ -70,7 +70,7 @@ pub fn diff(out: &mut dyn Write, format: Format, a: &str, b: &str, d: &Diff) -> 
         .map(|c| {
             vec![
                 word(c.change).to_owned(),
-                c.row.place.resource.clone(),
+                c.row.place.resource.to_string(),
                 ns(&c.row.place.namespace),
                 c.row.place.name.clone(),
                 match c.before_mod_revision {

@@ -17,6 +17,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -29,8 +30,8 @@ pub const PROTOBUF_PREFIX: &[u8] = b"k8s\x00";
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: Arc<str>,
+    pub kind: Arc<str>,
     pub name: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub namespace: String,
@@ -40,8 +41,9 @@ pub struct ObjectMeta {
     pub creation_timestamp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion_timestamp: Option<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    /// In key order, as a map in JSON.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "as_map")]
+    pub labels: Vec<(String, String)>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub owner_references: Vec<Owner>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -63,6 +65,10 @@ pub struct Owner {
     pub uid: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub controller: bool,
+}
+
+fn as_map<S: serde::Serializer>(labels: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(labels.iter().map(|(k, v)| (k, v)))
 }
 
 /// Decodes a plain (not encrypted) value: protobuf when it starts with `k8s\0`, JSON
@@ -98,8 +104,8 @@ fn decode_protobuf(envelope: &[u8]) -> Result<ObjectMeta, Malformed> {
                 while let Some(field) = tm.next_field() {
                     let (n, v, at) = field?;
                     match n {
-                        1 => meta.api_version = protobuf::string(v, "apiVersion", at)?,
-                        2 => meta.kind = protobuf::string(v, "kind", at)?,
+                        1 => meta.api_version = protobuf::string(v, "apiVersion", at)?.into(),
+                        2 => meta.kind = protobuf::string(v, "kind", at)?.into(),
                         _ => {}
                     }
                 }
@@ -123,6 +129,8 @@ fn decode_protobuf(envelope: &[u8]) -> Result<ObjectMeta, Malformed> {
             offset: 0,
         });
     }
+    meta.labels.sort();
+    meta.labels.dedup_by(|a, b| a.0 == b.0);
     let (raw, raw_at) = raw.ok_or(Malformed {
         what: "no raw object in the envelope".into(),
         offset: envelope.len(),
@@ -152,8 +160,8 @@ fn object_meta(bytes: &[u8], offset: usize, meta: &mut ObjectMeta) -> Result<(),
             8 => meta.creation_timestamp = time(protobuf::bytes(v, "creationTimestamp", at)?, at)?,
             9 => meta.deletion_timestamp = time(protobuf::bytes(v, "deletionTimestamp", at)?, at)?,
             11 => {
-                let (k, v) = map_entry(protobuf::bytes(v, "labels", at)?, at)?;
-                meta.labels.insert(k, v);
+                meta.labels
+                    .push(map_entry(protobuf::bytes(v, "labels", at)?, at)?);
             }
             13 => meta
                 .owner_references
@@ -270,14 +278,14 @@ fn decode_json(value: &[u8]) -> Result<ObjectMeta, String> {
     };
     let m = o.metadata;
     Ok(ObjectMeta {
-        api_version: o.api_version,
-        kind: o.kind,
+        api_version: o.api_version.into(),
+        kind: o.kind.into(),
         name: m.name,
         namespace: m.namespace,
         uid: m.uid,
         creation_timestamp: when(m.creation_timestamp, "creationTimestamp")?,
         deletion_timestamp: when(m.deletion_timestamp, "deletionTimestamp")?,
-        labels: m.labels,
+        labels: m.labels.into_iter().collect(),
         owner_references: m.owner_references,
         finalizers: m.finalizers,
         encoding: "json",
@@ -295,7 +303,7 @@ mod tests {
 "#,
         )
         .unwrap();
-        assert_eq!((m.kind.as_str(), m.name.as_str()), ("Widget", "w"));
+        assert_eq!((&*m.kind, m.name.as_str()), ("Widget", "w"));
         assert_eq!(
             m.creation_timestamp.as_deref(),
             Some("2026-01-02T03:04:05Z")
