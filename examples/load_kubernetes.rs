@@ -109,7 +109,10 @@ fn object_value(
     let mut time = vec![0x08];
     varint(&mut time, 1_764_000_000 + generation);
     field(&mut meta, 8, &time);
-    for (k, v) in [("app.kubernetes.io/name", name), ("app.kubernetes.io/part-of", resource)] {
+    for (k, v) in [
+        ("app.kubernetes.io/name", name),
+        ("app.kubernetes.io/part-of", resource),
+    ] {
         let mut entry = Vec::new();
         field(&mut entry, 1, k.as_bytes());
         field(&mut entry, 2, v.as_bytes());
