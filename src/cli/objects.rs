@@ -66,9 +66,9 @@ pub struct GetArgs {
     pub source: SnapshotSource,
 }
 
-/// Which Kubernetes objects.
+/// Which Kubernetes objects, by key.
 #[derive(Debug, Clone, Args)]
-pub struct ObjectArgs {
+pub struct SelectArgs {
     #[arg(long, short = 'n', value_name = "NS")]
     pub namespace: Option<String>,
     /// A resource as the key names it (`pods`, `example.com/widgets`) or as kubectl
@@ -80,6 +80,28 @@ pub struct ObjectArgs {
     /// The apiserver's --etcd-prefix.
     #[arg(long, default_value = "/registry", value_name = "PREFIX")]
     pub etcd_prefix: String,
+}
+
+impl SelectArgs {
+    fn selection(&self) -> Selection {
+        Selection::new(
+            Some(&self.etcd_prefix),
+            self.namespace.clone(),
+            self.resource.clone(),
+            self.name.clone(),
+        )
+    }
+
+    fn is_empty(&self) -> bool {
+        self.namespace.is_none() && self.resource.is_none() && self.name.is_none()
+    }
+}
+
+/// Which Kubernetes objects, and how to read them.
+#[derive(Debug, Clone, Args)]
+pub struct ObjectArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// kube-apiserver's EncryptionConfiguration, to read values encrypted at rest
     /// (aescbc, aesgcm, secretbox).
     #[arg(long, value_name = "FILE")]
@@ -88,12 +110,7 @@ pub struct ObjectArgs {
 
 impl ObjectArgs {
     fn selection(&self) -> Selection {
-        Selection::new(
-            Some(&self.etcd_prefix),
-            self.namespace.clone(),
-            self.resource.clone(),
-            self.name.clone(),
-        )
+        self.select.selection()
     }
 
     fn keyring(&self) -> Result<Option<Keyring>, Failure> {
@@ -145,15 +162,8 @@ pub struct RestoreKeysArgs {
     /// Every key under this prefix, Kubernetes or not.
     #[arg(long, value_name = "P", conflicts_with_all = ["namespace", "resource", "name"])]
     pub prefix: Option<String>,
-    #[arg(long, short = 'n', value_name = "NS")]
-    pub namespace: Option<String>,
-    #[arg(long, value_name = "R")]
-    pub resource: Option<String>,
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
-    /// The apiserver's --etcd-prefix.
-    #[arg(long, default_value = "/registry", value_name = "PREFIX")]
-    pub etcd_prefix: String,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Also replace keys whose live value differs from the backup's.
     #[arg(long)]
     pub overwrite: bool,
@@ -373,17 +383,12 @@ pub(super) fn restore_keys(
             ));
         }
         Some(p) => Target::Prefix(p.as_bytes().to_vec()),
-        None if args.namespace.is_none() && args.resource.is_none() && args.name.is_none() => {
+        None if args.select.is_empty() => {
             return Err(Failure::Usage(
                 "say which keys: --prefix P, or --namespace NS, --resource R, --name N".into(),
             ));
         }
-        None => Target::Objects(Selection::new(
-            Some(&args.etcd_prefix),
-            args.namespace.clone(),
-            args.resource.clone(),
-            args.name.clone(),
-        )),
+        None => Target::Objects(args.select.selection()),
     };
     let settings = EtcdSettings::resolve(&args.etcd, &config.etcd)?;
     let rt = runtime()?;

@@ -81,18 +81,10 @@ pub fn list(
             m.api_version = shared.get(&m.api_version);
             m.kind = shared.get(&m.kind);
         }
-        // The view keeps the key; the row gets it back below, so it is held once.
-        row.key = String::new();
         Some(row)
     })?;
-    let objects: Vec<ObjectRow> = v
-        .keys
-        .into_iter()
-        .map(|(key, row)| ObjectRow {
-            key: String::from_utf8_lossy(&key).into_owned(),
-            ..row
-        })
-        .collect();
+    // The view's copy of each key goes as the rows are taken out.
+    let objects: Vec<ObjectRow> = v.keys.into_iter().map(|(_, row)| row).collect();
     Ok(Listing {
         revision: v.revision,
         unreadable: objects.iter().filter(|o| o.error.is_some()).count(),

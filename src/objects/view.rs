@@ -2,9 +2,12 @@
 //! `key` bucket ([`crate::snapshot::records`]): for each key in the range, its newest
 //! record at or below the revision, if that is a put.
 //!
-//! Memory follows what is kept per selected key (the caller's `T`), not the file.
+//! Memory follows what is kept per selected key (the caller's `T`), not the file: the
+//! keys and their `T` in one vector, found again through a hash of the key (about 30
+//! bytes per key), and sorted once at the end.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 
 use crate::snapshot::mvcc::KeyValue;
@@ -79,7 +82,7 @@ impl KeyRange {
 
 /// A read of the snapshot: what `keep` made of each selected key's value, in key order.
 pub struct View<T> {
-    pub keys: BTreeMap<Vec<u8>, T>,
+    pub keys: Vec<(Vec<u8>, T)>,
     pub history: History,
     /// The revision read at.
     pub revision: i64,
@@ -115,21 +118,23 @@ pub fn read<T>(
     keep: &mut dyn FnMut(&KeyValue<'_>) -> Option<T>,
 ) -> Result<View<T>, ReadError> {
     let limit = at.unwrap_or(i64::MAX);
-    let mut keys = BTreeMap::new();
+    let mut keys = Keys::default();
     let history = records::for_each_record(path, options, &mut |rev, kv| {
         if rev.main > limit || !range.contains(kv.key) {
             return;
         }
         if rev.tombstone {
-            keys.remove(kv.key);
+            if let Some(i) = keys.find(kv.key) {
+                keys.rows[i].1 = None;
+            }
         } else if let Some(t) = keep(kv) {
-            if let Some(slot) = keys.get_mut(kv.key) {
-                *slot = t;
-            } else {
-                keys.insert(kv.key.to_vec(), t);
+            match keys.find(kv.key) {
+                Some(i) => keys.rows[i].1 = Some(t),
+                None => keys.insert(kv.key, t),
             }
         }
     })?;
+    let keys = keys.finish();
     let revision = at.unwrap_or(history.revision);
     if revision > history.revision {
         return Err(ReadError::Future {
@@ -151,6 +156,62 @@ pub fn read<T>(
     })
 }
 
+/// The keys seen so far, each with its `T` (`None` once deleted), in a vector found
+/// again through a hash of the key; entries whose hashes collide are chained.
+struct Keys<T> {
+    rows: Vec<(Vec<u8>, Option<T>)>,
+    /// Hash of a key → its newest row with that hash.
+    index: HashMap<u64, u32>,
+    /// Row → the previous row with the same hash (`NONE`: the last).
+    chain: Vec<u32>,
+    hasher: RandomState,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl<T> Default for Keys<T> {
+    fn default() -> Self {
+        Keys {
+            rows: Vec::new(),
+            index: HashMap::new(),
+            chain: Vec::new(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl<T> Keys<T> {
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let mut i = *self.index.get(&self.hasher.hash_one(key))?;
+        while i != NONE {
+            let at = i as usize;
+            if self.rows[at].0 == key {
+                return Some(at);
+            }
+            i = self.chain[at];
+        }
+        None
+    }
+
+    fn insert(&mut self, key: &[u8], t: T) {
+        let row = u32::try_from(self.rows.len()).unwrap_or(NONE);
+        let previous = self.index.insert(self.hasher.hash_one(key), row);
+        self.chain.push(previous.unwrap_or(NONE));
+        self.rows.push((key.to_vec(), Some(t)));
+    }
+
+    /// The live keys in key order.
+    fn finish(self) -> Vec<(Vec<u8>, T)> {
+        let Keys { rows, .. } = self;
+        let mut live: Vec<(Vec<u8>, T)> = rows
+            .into_iter()
+            .filter_map(|(k, t)| Some((k, t?)))
+            .collect();
+        live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        live
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +231,22 @@ mod tests {
             KeyRange::from_key(b"b").contains(b"c") && !KeyRange::from_key(b"b").contains(b"a")
         );
         assert!(!KeyRange::between(b"a", b"c").contains(b"c"));
+    }
+
+    #[test]
+    fn keys_keep_the_last_put_and_forget_deletes() {
+        let mut keys = Keys::default();
+        for (k, v) in [("b", 1), ("a", 2), ("c", 3)] {
+            keys.insert(k.as_bytes(), v);
+        }
+        let b = keys.find(b"b").unwrap();
+        keys.rows[b].1 = Some(10);
+        let c = keys.find(b"c").unwrap();
+        keys.rows[c].1 = None;
+        assert_eq!(keys.find(b"d"), None);
+        assert_eq!(
+            keys.finish(),
+            vec![(b"a".to_vec(), 2), (b"b".to_vec(), 10)]
+        );
     }
 }

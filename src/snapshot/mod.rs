@@ -39,7 +39,6 @@ use std::path::Path;
 pub use error::{Corrupted, SnapshotError};
 pub use inventory::{Inventory, PrefixCount, ResourceCount, inventory, scan_inventory};
 pub use member_state::{MemberState, member_state};
-use status::trailer_state;
 pub use status::{KeyIndex, ScanOptions, Status, TrailerState};
 
 /// The status figures of the snapshot file at `path`, its trailer verified when present.

@@ -11,8 +11,7 @@ use std::path::Path;
 use super::db::{Database, Entry};
 use super::error::{Corrupted, SnapshotError};
 use super::mvcc::{KeyValue, Revision};
-use super::status::{ScanOptions, sha256_prefix};
-use super::trailer_state;
+use super::status::{ScanOptions, walk_with_trailer_check};
 
 /// How far the history inside a snapshot reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,26 +33,8 @@ pub fn for_each_record(
     options: ScanOptions,
     on_record: &mut dyn FnMut(Revision, &KeyValue<'_>),
 ) -> Result<History, SnapshotError> {
-    let mut db = Database::open(path)?;
-    let hash_file = db.try_clone_file()?;
-    let db_len = db.db_len();
-    std::thread::scope(|s| {
-        let sha = options
-            .verify_trailer
-            .then(|| s.spawn(move || sha256_prefix(hash_file, db_len)));
-        let walked = walk(&mut db, on_record);
-        let digest = match sha {
-            Some(handle) => Some(
-                handle
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("sha256 thread failed")))
-                    .map_err(|e| SnapshotError::io(path, e))?,
-            ),
-            None => None,
-        };
-        trailer_state(path, db.trailer(), digest.as_ref())?;
-        walked.map_err(|c| SnapshotError::corrupted(path, c))
-    })
+    let (history, _, _) = walk_with_trailer_check(path, options, &mut |db| walk(db, on_record))?;
+    Ok(history)
 }
 
 fn walk(

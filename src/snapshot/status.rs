@@ -186,6 +186,28 @@ pub(crate) fn scan_with(
     options: ScanOptions,
     on_key: &mut OnKey<'_>,
 ) -> Result<Status, SnapshotError> {
+    let (mut acc, trailer, digest) = walk_with_trailer_check(path, options, &mut |db| {
+        // A file's walk reports key bytes; fingerprints come only from skeletons.
+        walk(db, &mut |key, size| {
+            if let UserKey::Bytes(k) = key {
+                on_key(k, size)
+            }
+        })
+    })?;
+    acc.status.sha256_trailer = trailer;
+    acc.status.sha256 = digest.as_ref().map(|d| hex(d));
+    Ok(acc.status)
+}
+
+/// Opens the file at `path` and runs `walk` over it while, when `options.verify_trailer`,
+/// a second thread computes the sha256 of its bbolt bytes. A wrong trailer explains any
+/// structural damage the walk found, so it is reported first. Returns what the walk
+/// made, the trailer's state and the digest.
+pub(crate) fn walk_with_trailer_check<T>(
+    path: &Path,
+    options: ScanOptions,
+    walk: &mut dyn FnMut(&mut Database) -> Result<T, Corrupted>,
+) -> Result<(T, TrailerState, Option<[u8; 32]>), SnapshotError> {
     let mut db = Database::open(path)?;
     let hash_file = db.try_clone_file()?;
     let db_len = db.db_len();
@@ -193,12 +215,7 @@ pub(crate) fn scan_with(
         let sha = options
             .verify_trailer
             .then(|| s.spawn(move || sha256_prefix(hash_file, db_len)));
-        // A file's walk reports key bytes; fingerprints come only from skeletons.
-        let walked = walk(&mut db, &mut |key, size| {
-            if let UserKey::Bytes(k) = key {
-                on_key(k, size)
-            }
-        });
+        let walked = walk(&mut db);
         let digest = match sha {
             Some(handle) => Some(
                 handle
@@ -208,18 +225,15 @@ pub(crate) fn scan_with(
             ),
             None => None,
         };
-        // A wrong trailer explains any structural damage found, so it is reported first.
         let trailer = trailer_state(path, db.trailer(), digest.as_ref())?;
-        let mut acc = walked.map_err(|c| SnapshotError::corrupted(path, c))?;
-        acc.status.sha256_trailer = trailer;
-        acc.status.sha256 = digest.as_ref().map(|d| hex(d));
-        Ok(acc.status)
+        let made = walked.map_err(|c| SnapshotError::corrupted(path, c))?;
+        Ok((made, trailer, digest))
     })
 }
 
 /// What the trailer check found: the trailer `trailer` against the `digest` computed
 /// (none when the check was skipped); a mismatch is an error.
-pub(crate) fn trailer_state(
+fn trailer_state(
     path: &Path,
     trailer: Option<&[u8; 32]>,
     digest: Option<&[u8; 32]>,
@@ -431,7 +445,7 @@ pub(crate) fn hex(b: &[u8]) -> String {
 /// sha256 of the first `len` bytes of `file`, read sequentially. The block is small
 /// enough to stay in the CPU cache between the copy and the hash: with 1 MiB blocks the
 /// same work took twice as long.
-pub(crate) fn sha256_prefix(file: File, len: u64) -> std::io::Result<[u8; 32]> {
+fn sha256_prefix(file: File, len: u64) -> std::io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut reader = file.take(len);
     let mut storage = Vec::new();
