@@ -244,9 +244,6 @@ mod tests {
         let c = keys.find(b"c").unwrap();
         keys.rows[c].1 = None;
         assert_eq!(keys.find(b"d"), None);
-        assert_eq!(
-            keys.finish(),
-            vec![(b"a".to_vec(), 2), (b"b".to_vec(), 10)]
-        );
+        assert_eq!(keys.finish(), vec![(b"a".to_vec(), 2), (b"b".to_vec(), 10)]);
     }
 }
