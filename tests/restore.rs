@@ -606,6 +606,8 @@ fn disaster(version: EtcdVersion, fault: bool, point: bool) {
     // Three healthy members of one cluster with equal hashkv (checked by step 6, reported).
     let r = &report["report"];
     assert!(r["hashkv"].is_u64(), "{report}");
+    // Step 8: the live objects are the snapshot's, none added, deleted or changed.
+    assert_eq!(r["object_differences"], serde_json::json!([]), "{report}");
     assert_eq!(r["keys"].as_u64(), Some(at_backup.len() as u64));
     let revision = r["revision"].as_i64().expect("revision");
     if version

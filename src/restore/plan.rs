@@ -58,7 +58,7 @@ pub enum Kind {
     ClusterCheck,
     /// Run the `kube-health` command (or GET its URL) until it succeeds.
     KubeHealth { check: String },
-    /// Compare the live `/registry/` inventory with the snapshot's.
+    /// Compare the live Kubernetes objects with the snapshot's (`lifeboat diff`).
     Inventory,
 }
 
@@ -424,7 +424,7 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
         ));
     }
     step8.push(here(
-        "compare the live /registry/ inventory with the snapshot's; list the differences".into(),
+        "compare the live Kubernetes objects with the snapshot's: added, deleted, changed per resource".into(),
         Kind::Inventory,
     ));
     steps.push(Step {
