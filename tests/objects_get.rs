@@ -26,27 +26,14 @@ fn write_history(cluster: &Cluster) -> History {
     put("/other/x", "outside the prefix");
     put("/app/config/03", "v3-second");
     cluster.etcdctl_ok(&["del", "/app/config/05"]);
-    let rev = |c: &Cluster| -> i64 {
-        let v: Value = serde_json::from_str(&c.etcdctl_ok(&[
-            "get",
-            "/",
-            "--prefix",
-            "--keys-only",
-            "--limit=1",
-            "-w",
-            "json",
-        ]))
-        .expect("JSON");
-        v["header"]["revision"].as_i64().expect("revision")
-    };
-    let compacted = rev(cluster);
+    let compacted = cluster.revision();
     cluster.etcdctl_ok(&["compaction", &compacted.to_string()]);
     let mut revisions = vec![compacted];
     for round in 0..3 {
         put("/app/config/03", &format!("v3-round{round}"));
         put(&format!("/app/new/{round}"), "added later");
         cluster.etcdctl_ok(&["del", &format!("/app/config/{:02}", 10 + round)]);
-        revisions.push(rev(cluster));
+        revisions.push(cluster.revision());
     }
     let lease = cluster.etcdctl_ok(&["lease", "grant", "600"]);
     let id = lease
@@ -56,7 +43,7 @@ fn write_history(cluster: &Cluster) -> History {
         .to_owned();
     cluster.etcdctl_ok(&["put", "--lease", &id, "/app/leased", "with a lease"]);
     put("/app/\u{00e9}t\u{00e9}", "utf-8 key");
-    revisions.push(rev(cluster));
+    revisions.push(cluster.revision());
     History {
         compacted,
         revisions,

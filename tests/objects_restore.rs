@@ -251,20 +251,7 @@ fn restore_keys_brings_a_deleted_namespace_back_byte_for_byte() {
         "/registry/configmaps/prod/settings",
         "recreated by hand",
     ]);
-    let rev_before = b.cluster.etcdctl_ok(&[
-        "get",
-        "/",
-        "--prefix",
-        "--keys-only",
-        "--limit=1",
-        "-w",
-        "json",
-    ]);
-    let rev = |s: &str| {
-        serde_json::from_str::<Value>(s).unwrap()["header"]["revision"]
-            .as_i64()
-            .unwrap()
-    };
+    let rev_before = b.cluster.revision();
 
     // --dry-run: says what it would do, writes nothing.
     let out = ok(b.lifeboat(&[
@@ -281,20 +268,8 @@ fn restore_keys_brings_a_deleted_namespace_back_byte_for_byte() {
     let s: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s["dry_run"], true);
     assert_eq!(s["written"].as_u64(), Some(prod.len() as u64 - 1), "{s}");
-    let after_dry = b.cluster.etcdctl_ok(&[
-        "get",
-        "/",
-        "--prefix",
-        "--keys-only",
-        "--limit=1",
-        "-w",
-        "json",
-    ]);
-    assert_eq!(
-        rev(&after_dry),
-        rev(&rev_before),
-        "the dry run wrote something"
-    );
+    let after_dry = b.cluster.revision();
+    assert_eq!(after_dry, rev_before, "the dry run wrote something");
     // Namespaces first, workloads last.
     let order: Vec<String> = s["keys"]
         .as_array()

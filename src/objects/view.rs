@@ -40,9 +40,9 @@ impl KeyRange {
             };
         }
         let mut end = prefix.to_vec();
-        while let Some(&last) = end.last() {
-            if last < 0xff {
-                *end.last_mut().unwrap_or(&mut 0) += 1;
+        while let Some(last) = end.last_mut() {
+            if *last < 0xff {
+                *last += 1;
                 return KeyRange {
                     start: prefix.to_vec(),
                     end: Some(end),

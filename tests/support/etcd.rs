@@ -519,6 +519,21 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The cluster's current revision, from the header of a one-key read.
+    pub fn revision(&self) -> i64 {
+        let out = self.etcdctl_ok(&[
+            "get",
+            "/",
+            "--prefix",
+            "--keys-only",
+            "--limit=1",
+            "-w",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl JSON");
+        v["header"]["revision"].as_i64().expect("revision")
+    }
+
     /// `etcdctl snapshot save <path>` against member `i` only, with this
     /// cluster's etcdctl version. Panics unless it succeeds and the file exists.
     pub fn snapshot_save(&self, member: usize, path: impl AsRef<Path>) -> PathBuf {
