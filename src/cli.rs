@@ -13,24 +13,27 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::{self, BackupError, BackupOptions};
+use crate::backup::{self, BackupOptions};
 use crate::daemon::DaemonSettings;
 use crate::daemon::schedule::Schedule;
 use crate::duration::parse_duration;
 use crate::repository::prune;
 use crate::repository::retention::Policy;
 
-use crate::config::{Config, ConfigError};
-use crate::encryption::{self, EncryptionError, Identities};
-use crate::etcd::{EtcdArgs, EtcdError, EtcdSettings};
-use crate::fetch::{self, FetchError};
+use crate::config::Config;
+use crate::encryption::{self, Identities};
+use crate::etcd::{EtcdArgs, EtcdSettings};
+use crate::fetch;
 use crate::output;
-use crate::repository::{self, RepoError, Repository};
-use crate::snapshot::{self, ScanOptions, SnapshotError};
+use crate::repository::{self, Repository};
+use crate::snapshot::{self, ScanOptions};
 
 mod changes;
+mod failure;
 mod objects;
 mod restore;
+
+pub use failure::Failure;
 
 pub use objects::{DiffArgs, GetArgs, ObjectsArgs, RestoreKeysArgs};
 
@@ -313,56 +316,6 @@ pub struct InspectArgs {
     /// How many `/`-terminated segments below the prefix to show.
     #[arg(long, default_value_t = 3)]
     pub depth: usize,
-}
-
-/// Why a command failed, and so which exit code it gets.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
-    #[error("backup failed: {0}")]
-    Backup(#[from] BackupError),
-    #[error(transparent)]
-    Repo(#[from] RepoError),
-    #[error(transparent)]
-    Etcd(#[from] EtcdError),
-    #[error(transparent)]
-    Fetch(#[from] FetchError),
-    #[error(transparent)]
-    Encryption(#[from] EncryptionError),
-    #[error("{0}")]
-    Usage(String),
-    #[error("writing output: {0}")]
-    Output(#[source] std::io::Error),
-    #[error("restore to a point: {0}")]
-    Replay(String),
-    #[error(transparent)]
-    Daemon(#[from] crate::daemon::DaemonError),
-    #[error("restore stopped: {0}")]
-    Restore(String),
-    #[error(transparent)]
-    Read(#[from] crate::objects::ReadError),
-    #[error("{0}")]
-    Objects(String),
-}
-
-impl Failure {
-    /// 2 for a problem with how lifeboat was called or configured, 1 otherwise.
-    pub fn exit_code(&self) -> i32 {
-        let config = match self {
-            Failure::Config(_) | Failure::Usage(_) | Failure::Encryption(_) => true,
-            Failure::Backup(e) => e.is_config(),
-            Failure::Repo(e) => e.is_config(),
-            Failure::Etcd(e) => e.is_config(),
-            Failure::Fetch(FetchError::Repo(e)) => e.is_config(),
-            Failure::Daemon(crate::daemon::DaemonError::Listen { .. }) => true,
-            Failure::Daemon(crate::daemon::DaemonError::Etcd(e)) => e.is_config(),
-            _ => false,
-        };
-        if config { 2 } else { 1 }
-    }
 }
 
 /// Loads the configuration named on the command line, if any.
