@@ -182,6 +182,21 @@ fn diff_between_backups_and_live_reports_exactly_the_changes() {
         changed["before_mod_revision"].as_i64().unwrap()
             < changed["mod_revision"].as_i64().unwrap()
     );
+    // Each change is shown with its object, read after the keys were compared: a
+    // deleted one as A had it, the others as B has them.
+    let uid = |key: &str| {
+        let c = d["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["key"] == key)
+            .unwrap_or_else(|| panic!("{key} not among the changes: {d}"));
+        assert!(c["size"].as_u64().unwrap() > 0, "{c}");
+        c["object"]["uid"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(uid("/registry/pods/shop/extra"), "uid-extra");
+    assert_eq!(uid("/registry/secrets/blog/db"), "uid-secret");
+    assert!(!uid("/registry/configmaps/shop/settings").is_empty());
     // Scoped to a namespace, only its changes.
     let d: Value = serde_json::from_str(&ok(b.lifeboat(&[
         "diff",
@@ -230,6 +245,21 @@ fn diff_between_backups_and_live_reports_exactly_the_changes() {
     ))
     .unwrap();
     assert_eq!(d["added"].as_u64(), Some(6), "{}", d["groups"]);
+    // Their values were read from the live cluster: their size, and why they are not
+    // Kubernetes objects.
+    for c in d["changes"].as_array().unwrap() {
+        assert_eq!(c["size"].as_u64(), Some(1 << 20), "{c}");
+        assert!(c["error"].as_str().unwrap().contains("neither"), "{c}");
+    }
+    // Live as A: what B lacks is deleted, and read from the live cluster.
+    let d: Value = serde_json::from_str(&ok(
+        b.lifeboat(&["diff", "live", &second, "-w", "json", "-n", "big"])
+    ))
+    .unwrap();
+    assert_eq!(d["deleted"].as_u64(), Some(6), "{}", d["groups"]);
+    for c in d["changes"].as_array().unwrap() {
+        assert_eq!(c["size"].as_u64(), Some(1 << 20), "{c}");
+    }
     drop(b.s3);
 }
 

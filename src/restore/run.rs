@@ -509,7 +509,8 @@ impl Runner {
         let mut client = etcd::connect_one(&self.etcd, endpoint)
             .await
             .map_err(|e| e.to_string())?;
-        let (now, _) = live::list(&mut client, endpoint, &selection, None).await?;
+        // Keys and revisions are all a diff's counts need.
+        let (now, _) = live::list_keys(&mut client, endpoint, &selection).await?;
         let d = diff::diff(in_snapshot, now);
         report.object_differences = d.groups;
         for g in &report.object_differences {

@@ -39,6 +39,9 @@ const MAX_DEPTH: usize = 64;
 /// overflow count cannot make us allocate the whole file.
 pub(crate) const MAX_PAGE_BYTES: u64 = 256 << 20;
 
+/// Page buffers up to this size are kept for the next page read.
+const SPARE_PAGE_BYTES: usize = 2 << 20;
+
 /// etcd's rule (`hasChecksum` in etcdutl): a snapshot carries a sha256 trailer when its
 /// length is 32 more than a multiple of 512.
 pub fn has_trailer(file_len: u64) -> bool {
@@ -60,6 +63,9 @@ pub struct Database {
     meta_warning: Option<String>,
     seen: PageSet,
     bucket_depth: usize,
+    /// Page buffers the walk has finished with, read into again rather than allocated
+    /// anew for every page (an allocation and a free per page, most of a value's cost).
+    spare: Vec<Vec<u8>>,
 }
 
 /// Where the tree pages come from.
@@ -141,6 +147,7 @@ impl Database {
             meta_warning: layout.choice.warning,
             seen,
             bucket_depth: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -207,7 +214,9 @@ impl Database {
         let offset = id * ps;
         let mut buf = match &mut self.pages {
             Pages::File { file, reader } => {
-                let mut buf = vec![0u8; ps as usize];
+                let mut buf = self.spare.pop().unwrap_or_default();
+                buf.clear();
+                buf.resize(ps as usize, 0);
                 reader
                     .read_exact_at(file, &mut buf, offset)
                     .map_err(|e| Corrupted::new(format!("reading page {id}: {e}"), offset))?;
@@ -338,7 +347,25 @@ impl Database {
             ));
         }
         let (buf, offset) = self.read_page(id, referrer)?;
-        let page = self.node(&buf, offset, id)?;
+        let walked = self.walk_read_page(&buf, offset, id, level, order, visit);
+        // At most one buffer per level of the tree is kept, none larger than a page of
+        // the biggest values.
+        if buf.capacity() <= SPARE_PAGE_BYTES && self.spare.len() <= MAX_DEPTH {
+            self.spare.push(buf);
+        }
+        walked
+    }
+
+    fn walk_read_page(
+        &mut self,
+        buf: &[u8],
+        offset: u64,
+        id: u64,
+        level: usize,
+        order: &mut KeyOrder,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), Corrupted> {
+        let page = self.node(buf, offset, id)?;
         let header = page.header();
         match header.flags {
             FLAG_LEAF => self.visit_leaf(&page, offset, order, visit),

@@ -104,8 +104,8 @@ fn decode_protobuf(envelope: &[u8]) -> Result<ObjectMeta, Malformed> {
                 while let Some(field) = tm.next_field() {
                     let (n, v, at) = field?;
                     match n {
-                        1 => meta.api_version = protobuf::string(v, "apiVersion", at)?.into(),
-                        2 => meta.kind = protobuf::string(v, "kind", at)?.into(),
+                        1 => meta.api_version = type_name(protobuf::str(v, "apiVersion", at)?),
+                        2 => meta.kind = type_name(protobuf::str(v, "kind", at)?),
                         _ => {}
                     }
                 }
@@ -148,6 +148,28 @@ fn decode_protobuf(envelope: &[u8]) -> Result<ObjectMeta, Malformed> {
         offset: raw_at,
     })
 }
+
+/// The one copy of an `apiVersion` or `kind` on this thread: a snapshot holds few
+/// distinct ones, a quarter of a million times each. At most [`TYPE_NAMES`] are kept
+/// (values come from the snapshot, which may hold anything).
+fn type_name(s: &str) -> Arc<str> {
+    thread_local! {
+        static NAMES: std::cell::RefCell<std::collections::HashSet<Arc<str>>> =
+            Default::default();
+    }
+    NAMES.with_borrow_mut(|names| {
+        if let Some(name) = names.get(s) {
+            return name.clone();
+        }
+        let name: Arc<str> = s.into();
+        if names.len() < TYPE_NAMES {
+            names.insert(name.clone());
+        }
+        name
+    })
+}
+
+const TYPE_NAMES: usize = 4096;
 
 fn object_meta(bytes: &[u8], offset: usize, meta: &mut ObjectMeta) -> Result<(), Malformed> {
     let mut f = Fields::at(bytes, offset);
@@ -278,8 +300,8 @@ fn decode_json(value: &[u8]) -> Result<ObjectMeta, String> {
     };
     let m = o.metadata;
     Ok(ObjectMeta {
-        api_version: o.api_version.into(),
-        kind: o.kind.into(),
+        api_version: type_name(&o.api_version),
+        kind: type_name(&o.kind),
         name: m.name,
         namespace: m.namespace,
         uid: m.uid,

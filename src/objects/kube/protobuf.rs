@@ -117,8 +117,13 @@ impl<'a> Fields<'a> {
 
 /// A length-delimited field as a string; `name` says which, for the error.
 pub(crate) fn string(value: Value<'_>, name: &str, at: usize) -> Result<String, Malformed> {
+    str(value, name, at).map(str::to_owned)
+}
+
+/// A string field, borrowed from the message.
+pub(crate) fn str<'a>(value: Value<'a>, name: &str, at: usize) -> Result<&'a str, Malformed> {
     match value {
-        Value::Bytes(b) => String::from_utf8(b.to_vec()).map_err(|_| Malformed {
+        Value::Bytes(b) => std::str::from_utf8(b).map_err(|_| Malformed {
             what: format!("{name} is not UTF-8"),
             offset: at,
         }),
