@@ -523,7 +523,8 @@ def bench_objects(shape, snap, endpoint):
         [LIFEBOAT, "objects", "--backup", snap, "--skip-hash-check", "-w", "json"],
         check=True, capture_output=True, text=True).stdout)
     objects = len(listing["objects"])
-    live = subprocess.run([ETCD / "etcdctl", "--endpoints", endpoint, "get", "/registry/",
+    # etcdctl gives up after 5 s by default, which a busy machine can exceed.
+    live = subprocess.run([ETCD / "etcdctl", "--endpoints", endpoint, "--command-timeout", "60s", "get", "/registry/",
                            "--prefix", "--keys-only"], check=True, capture_output=True).stdout
     live_keys = len([l for l in live.split(b"\n") if l])
     if live_keys != objects:
@@ -541,7 +542,8 @@ def bench_objects(shape, snap, endpoint):
     log(f"objects: {objects} objects, all decoded, {selected} in {ns}; get --keys-only equals etcdctl's")
     cmds = {
         "etcdctl get /registry/ --prefix --keys-only (live member)":
-            [ETCD / "etcdctl", "--endpoints", endpoint, "get", "/registry/", "--prefix", "--keys-only"],
+            [ETCD / "etcdctl", "--endpoints", endpoint, "--command-timeout", "60s", "get", "/registry/",
+             "--prefix", "--keys-only"],
         "lifeboat get /registry/ --prefix --keys-only":
             [LIFEBOAT, "get", "--backup", snap, "/registry/", "--prefix", "--keys-only"],
         "lifeboat objects -w json":
