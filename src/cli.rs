@@ -32,6 +32,7 @@ mod changes;
 mod failure;
 mod objects;
 mod restore;
+mod shell;
 
 pub use failure::Failure;
 
@@ -106,6 +107,10 @@ pub enum Command {
     /// The Kubernetes objects added, deleted and changed between two backups, snapshot
     /// files or the live cluster.
     Diff(Box<DiffArgs>),
+    /// Shell completions on standard output: `source <(lifeboat completions bash)`.
+    Completions(shell::CompletionsArgs),
+    /// Man pages, generated from these definitions.
+    Man(shell::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -655,6 +660,8 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
         Command::Get(args) => objects::get(cli.write_out, args, config, out),
         Command::Objects(args) => objects::objects(cli.write_out, args, config, out),
         Command::Diff(args) => objects::diff(cli.write_out, args, config, out),
+        Command::Completions(args) => shell::completions(args, out),
+        Command::Man(args) => shell::man(args, out),
         Command::Snapshot(SnapshotCommand::Status(args)) => {
             let options = ScanOptions {
                 verify_trailer: !args.skip_hash_check,

@@ -141,3 +141,111 @@ fn output_formats_and_json_logs_on_a_real_snapshot() {
     let v: serde_json::Value = serde_json::from_slice(&skipped.stdout).expect("JSON");
     assert_eq!(v["sha256Trailer"], "not-checked");
 }
+
+/// The commands `lifeboat --help` lists (the parser's own view).
+fn commands() -> Vec<String> {
+    let help = text(&lifeboat(&["--help"]).stdout);
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+#[test]
+fn bash_completes_commands_and_flags_from_the_generated_script() {
+    let out = lifeboat(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("lifeboat.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // What a real bash offers after each of these words, as it would on <TAB>.
+    let complete = |words: &[&str]| -> Vec<String> {
+        let line = words.join(" ");
+        let program = format!(
+            "source {}; COMP_WORDS=({line}); COMP_CWORD={}; COMP_LINE='{line}'; \
+             _lifeboat lifeboat \"${{COMP_WORDS[COMP_CWORD]}}\" \
+             \"${{COMP_WORDS[COMP_CWORD-1]}}\"; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words.len() - 1,
+        );
+        let out = Command::new("bash")
+            .args(["--norc", "-c", &program])
+            .output()
+            .expect("bash");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).lines().map(str::to_owned).collect()
+    };
+    let top = complete(&["lifeboat", "''"]);
+    let want = commands();
+    assert!(want.len() >= 12, "{want:?}");
+    for c in &want {
+        assert!(top.contains(c), "{c} not offered: {top:?}");
+    }
+    assert_eq!(complete(&["lifeboat", "ob"]), vec!["objects"]);
+    let restore = complete(&["lifeboat", "restore", "''"]);
+    for c in ["plan", "run", "drill", "keys"] {
+        assert!(restore.contains(&c.to_owned()), "{restore:?}");
+    }
+    let flags = complete(&["lifeboat", "backup", "--end"]);
+    assert_eq!(flags, vec!["--endpoints"]);
+}
+
+#[test]
+fn completions_for_each_shell_and_a_clear_error_for_others() {
+    for (shell, marker) in [
+        ("zsh", "#compdef lifeboat"),
+        ("fish", "complete -c lifeboat"),
+        ("elvish", "edit:completion:arg-completer[lifeboat]"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = lifeboat(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("restore"), "{shell}");
+    }
+    let out = lifeboat(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("possible values"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn man_pages_cover_every_command_and_its_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = lifeboat(&["man", "--dir", d]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page = |name: &str| {
+        std::fs::read_to_string(dir.path().join(format!("{name}.1")))
+            .unwrap_or_else(|e| panic!("{name}.1: {e}"))
+    };
+    assert!(page("lifeboat").starts_with(".ie"), "{}", page("lifeboat"));
+    for c in commands() {
+        let p = page(&format!("lifeboat-{c}"));
+        assert!(p.contains(&format!(".TH lifeboat-{c} 1")), "{c}: {p}");
+    }
+    let run = page("lifeboat-restore-run");
+    for flag in ["\\-\\-to\\-revision", "\\-\\-endpoints", "\\-\\-resume"] {
+        assert!(
+            run.contains(flag),
+            "{flag} missing from lifeboat-restore-run.1"
+        );
+    }
+    // The main page on standard output; a directory that does not exist is a usage error.
+    let out = lifeboat(&["man"]);
+    assert!(text(&out.stdout).contains(".TH lifeboat 1"));
+    let out = lifeboat(&["man", "--dir", "/nonexistent/man1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/man1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
