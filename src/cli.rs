@@ -482,7 +482,10 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
         ));
     }
     let changes = changes::options(&config.changes, &backup.spool_dir)?;
+    let webhooks = crate::daemon::webhooks::Webhooks::from_config(&config.notify, repo.cluster())
+        .map_err(Failure::Usage)?;
     Ok(DaemonSettings {
+        webhooks,
         etcd,
         repo,
         scratch: backup.spool_dir.clone(),

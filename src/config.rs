@@ -32,6 +32,39 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub changes: ChangesConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// `[notify]`: who the daemon tells when a backup, a verify or a drill fails.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NotifyConfig {
+    /// Each gets a JSON event: a URL, or a table `{ url = "...", format = "slack" }`, or
+    /// `{ url-file = "/path" }` for a URL that holds a token (Slack's do).
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+    /// How long one delivery may take (default `10s`).
+    pub timeout: Option<String>,
+    /// Further attempts after a failed delivery, 1 s, 2 s, 4 s... apart (default 3).
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Webhook {
+    Url(String),
+    Table(WebhookTable),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookTable {
+    pub url: Option<String>,
+    pub url_file: Option<PathBuf>,
+    /// `json` (default): lifeboat's event; `slack`: `{"text": ...}`, which Slack,
+    /// Mattermost, Rocket.Chat and Teams' workflows accept.
+    pub format: Option<String>,
 }
 
 /// The change log for point-in-time recovery, recorded by the daemon that leads.

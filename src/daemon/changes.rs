@@ -120,6 +120,9 @@ impl Jobs {
                 c.chain_breaks_total += 1;
                 c.broken = Some(broken.to_string());
             });
+            if let Some(w) = &self.settings.webhooks {
+                w.chain_broken(&broken.to_string());
+            }
             if !self.new_chain_after_break(writer, term).await {
                 return Ok(());
             }

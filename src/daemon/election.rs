@@ -256,7 +256,7 @@ async fn revoke(client: &mut Client, lease: i64) {
     let _ = tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease)).await;
 }
 
-fn hostname() -> Option<String> {
+pub(super) fn hostname() -> Option<String> {
     let text = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     Some(text.trim().to_owned()).filter(|h| !h.is_empty())
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod schedule;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct DaemonSettings {
     pub changes: Option<crate::changes::recorder::RecorderOptions>,
     /// `[changes] prove-backups`: the scratch member's binaries for the chain proof.
     pub chain_proof: Option<crate::changes::replay::ReplayOptions>,
+    /// `[notify] webhooks`; `None`: nobody is told.
+    pub webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -351,6 +354,9 @@ impl Jobs {
             let e = match result {
                 Ok(report) => {
                     self.metrics.backup_succeeded(&report);
+                    if let Some(w) = &s.webhooks {
+                        w.backup_succeeded(&report.manifest.id);
+                    }
                     let m = &report.manifest;
                     tracing::info!(
                         id = %m.id,
@@ -381,7 +387,13 @@ impl Jobs {
                 self.cancelled(Task::Backup);
                 return;
             }
+            let tell = || {
+                if let Some(w) = &s.webhooks {
+                    w.backup_failed(&e.to_string());
+                }
+            };
             if e.is_config() || attempt >= s.retries {
+                tell();
                 return;
             }
             let delay = (FIRST_BACKOFF * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF);
@@ -395,6 +407,7 @@ impl Jobs {
                     retry_in = delay.as_secs(),
                     "not retrying: the next scheduled backup comes first"
                 );
+                tell();
                 return;
             }
             tokio::select! {
@@ -454,6 +467,9 @@ impl Jobs {
             Err(e) => {
                 self.metrics.verified(false);
                 tracing::error!(error = %e, "verify of the newest backup failed");
+                if let Some(w) = &s.webhooks {
+                    w.verify_failed(None, &e.to_string());
+                }
             }
         }
     }
@@ -490,6 +506,9 @@ impl Jobs {
             Err(e) => {
                 self.metrics.drilled(false, 0.0);
                 tracing::error!(error = %e, "restore drill failed");
+                if let Some(w) = &s.webhooks {
+                    w.drill_failed(None, &e);
+                }
             }
         }
     }

@@ -29,6 +29,7 @@ pub mod k8s;
 pub mod lifeboat;
 pub mod partition;
 pub mod process;
+pub mod receiver;
 pub mod restored;
 pub mod s3;
 pub mod sshd;
