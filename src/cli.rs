@@ -484,8 +484,13 @@ fn daemon_settings(args: &DaemonArgs, config: &Config) -> Result<DaemonSettings,
     let changes = changes::options(&config.changes, &backup.spool_dir)?;
     let webhooks = crate::daemon::webhooks::Webhooks::from_config(&config.notify, repo.cluster())
         .map_err(Failure::Usage)?;
+    let backup_token = match &d.backup_token_file {
+        Some(f) => Some(crate::daemon::on_demand::read_token(f).map_err(Failure::Usage)?),
+        None => None,
+    };
     Ok(DaemonSettings {
         webhooks,
+        backup_token,
         etcd,
         repo,
         scratch: backup.spool_dir.clone(),

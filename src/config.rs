@@ -198,6 +198,9 @@ pub struct DaemonConfig {
     pub timezone: Option<String>,
     /// How long shutdown may take before the process exits anyway (default `60s`).
     pub shutdown_timeout: Option<String>,
+    /// Serve `POST /backup` to requests carrying the token in this file as a bearer
+    /// token. Unset (the default): no backups on request.
+    pub backup_token_file: Option<PathBuf>,
 }
 
 /// age encryption of stored backups.

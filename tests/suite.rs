@@ -11,6 +11,7 @@ mod bench_tls;
 mod changes;
 mod cli;
 mod daemon;
+mod daemon_api;
 mod install_script;
 mod k8s_encoder;
 mod notify;

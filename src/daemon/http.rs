@@ -1,4 +1,5 @@
-//! `/healthz`, `/readyz` and `/metrics` over plain HTTP/1.1.
+//! `/healthz`, `/readyz` and `/metrics` over plain HTTP/1.1, and `POST /backup` when it
+//! is switched on ([`super::on_demand`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,12 +14,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{Metrics, age};
+use super::on_demand::{Outcome, Trigger};
 
 /// What the endpoint reads.
 pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub max_age: Duration,
+    /// `POST /backup`, when switched on.
+    pub trigger: Option<Trigger>,
 }
+
+/// A connection carries one request. Its headers must come within this time...
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// ...and the whole exchange, a `POST /backup` of a large database included, within this.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// Serves until `shutdown`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -38,19 +47,24 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&req, &shared)) }
+                async move { Ok::<_, Infallible>(route(&req, &shared).await) }
             });
+            // A client that sends no request in time is dropped; one request per
+            // connection, so none is held open idle.
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            // Probes and scrapes are short; a client that hangs is dropped.
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            let _ = tokio::time::timeout(EXCHANGE_TIMEOUT, conn).await;
         });
     }
 }
 
-fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let now = chrono::Utc::now();
     match req.uri().path() {
+        "/backup" => backup(req, shared).await,
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let (code, text) = readiness(shared, now);
@@ -64,9 +78,96 @@ fn route(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /healthz, /readyz or /metrics\n".into(),
+            "not found: try /healthz, /readyz, /metrics or POST /backup\n".into(),
         ),
     }
+}
+
+/// `POST /backup`: 200 with the committed backup's id, 401 without the token, 409 from
+/// a daemon that does not lead (naming the one that does), 500 when the backup failed.
+async fn backup(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let json = "application/json";
+    let Some(trigger) = &shared.trigger else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: POST /backup is off; set [daemon] backup-token-file to switch it on\n"
+                .into(),
+        );
+    };
+    if req.method() != hyper::Method::POST {
+        let mut r = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use POST /backup\n".into(),
+        );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("POST"),
+        );
+        return r;
+    }
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !trigger.authorized(auth) {
+        tracing::warn!("POST /backup refused: no or a wrong bearer token");
+        let mut r = reply(
+            StatusCode::UNAUTHORIZED,
+            json,
+            error_body(
+                "a bearer token is needed: Authorization: Bearer <the token>",
+                None,
+            ),
+        );
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if trigger.requests.send(tx).await.is_err() {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json,
+            error_body("the daemon is shutting down", None),
+        );
+    }
+    match rx.await.unwrap_or(Outcome::ShuttingDown) {
+        Outcome::Committed { id, revision } => reply(
+            StatusCode::OK,
+            json,
+            serde_json::json!({ "backup": id, "revision": revision }).to_string() + "\n",
+        ),
+        Outcome::Failed(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json,
+            error_body(&format!("the backup failed: {e}"), None),
+        ),
+        Outcome::NotLeader(leader) => reply(
+            StatusCode::CONFLICT,
+            json,
+            error_body(
+                "this daemon does not lead: ask the leader (it takes the backups)",
+                Some(leader.as_deref().unwrap_or("unknown")),
+            ),
+        ),
+        Outcome::ShuttingDown => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json,
+            error_body("the daemon is shutting down", None),
+        ),
+    }
+}
+
+fn error_body(error: &str, leader: Option<&str>) -> String {
+    let mut v = serde_json::json!({ "error": error });
+    if let Some(l) = leader {
+        v["leader"] = l.into();
+    }
+    v.to_string() + "\n"
 }
 
 /// Ready while the newest backup in storage is younger than max-age.

@@ -12,6 +12,7 @@ pub mod election;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod on_demand;
 pub mod schedule;
 pub mod webhooks;
 
@@ -64,6 +65,8 @@ pub struct DaemonSettings {
     pub chain_proof: Option<crate::changes::replay::ReplayOptions>,
     /// `[notify] webhooks`; `None`: nobody is told.
     pub webhooks: Option<Arc<webhooks::Webhooks>>,
+    /// `[daemon] backup-token-file`: serve `POST /backup` to holders of this token.
+    pub backup_token: Option<crate::secret::Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,11 +114,23 @@ pub async fn run(settings: DaemonSettings, shutdown: CancellationToken) -> Resul
         })?;
     let metrics = Arc::new(Metrics::default());
     let stop_http = CancellationToken::new();
+    let (trigger, backup_requests) = match &settings.backup_token {
+        Some(token) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            let t = on_demand::Trigger {
+                token: token.clone(),
+                requests: tx,
+            };
+            (Some(t), Some(rx))
+        }
+        None => (None, None),
+    };
     let http = tokio::spawn(http::serve(
         listener,
         Arc::new(http::Shared {
             metrics: metrics.clone(),
             max_age: settings.max_age,
+            trigger,
         }),
         stop_http.clone(),
     ));
@@ -147,6 +162,9 @@ pub async fn run(settings: DaemonSettings, shutdown: CancellationToken) -> Resul
         Leftover::Backup,
     );
     let watcher = tokio::spawn(jobs.clone().watch());
+    if let Some(rx) = backup_requests {
+        tokio::spawn(jobs.clone().serve_backup_requests(rx));
+    }
     let recorder = jobs.settings.changes.is_some().then(|| {
         metrics.changes_enabled();
         tokio::spawn(jobs.clone().record_changes())
@@ -308,7 +326,9 @@ impl Jobs {
                 return;
             };
             match task {
-                Task::Backup => me.backup_with_retries(&term).await,
+                Task::Backup => {
+                    let _ = me.backup_with_retries(&term).await;
+                }
                 Task::Verify => {
                     tokio::select! {
                         () = me.verify_newest() => {}
@@ -343,7 +363,9 @@ impl Jobs {
         self.tick(Task::Drill);
     }
 
-    async fn backup_with_retries(&self, term: &CancellationToken) {
+    /// Backs up, retrying as configured; the committed backup's id and revision, or the
+    /// last error.
+    async fn backup_with_retries(&self, term: &CancellationToken) -> Result<(String, i64), String> {
         let s = &self.settings;
         let mut opts = self.backup_opts.clone();
         opts.cancel = term.child_token();
@@ -377,7 +399,7 @@ impl Jobs {
                             () = term.cancelled() => self.cancelled(Task::Backup),
                         }
                     }
-                    return;
+                    return Ok((report.manifest.id.clone(), report.manifest.revision));
                 }
                 Err(e) => e,
             };
@@ -385,7 +407,7 @@ impl Jobs {
             tracing::error!(error = %e, attempt = attempt + 1, "backup failed");
             if matches!(e, BackupError::Cancelled) {
                 self.cancelled(Task::Backup);
-                return;
+                return Err(e.to_string());
             }
             let tell = || {
                 if let Some(w) = &s.webhooks {
@@ -394,7 +416,7 @@ impl Jobs {
             };
             if e.is_config() || attempt >= s.retries {
                 tell();
-                return;
+                return Err(e.to_string());
             }
             let delay = (FIRST_BACKOFF * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF);
             let now = Utc::now();
@@ -408,13 +430,13 @@ impl Jobs {
                     "not retrying: the next scheduled backup comes first"
                 );
                 tell();
-                return;
+                return Err(e.to_string());
             }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = term.cancelled() => {
                     self.cancelled(Task::Backup);
-                    return;
+                    return Err(BackupError::Cancelled.to_string());
                 }
             }
             attempt += 1;
