@@ -280,8 +280,12 @@ pub struct FetchArgs {
     #[arg(long, value_name = "RFC3339", conflicts_with_all = ["id", "to_revision"])]
     pub to_time: Option<String>,
     /// Where to write the snapshot file (never overwritten; written as FILE.part first).
-    #[arg(long, short, value_name = "FILE")]
-    pub out: PathBuf,
+    #[arg(long, short, value_name = "FILE", required_unless_present = "bundle")]
+    pub out: Option<PathBuf>,
+    /// Write the backup's restore bundle ([bundle] files) under DIR, each file at its own
+    /// path (/etc/x as DIR/etc/x) with its mode; existing files are never overwritten.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["to_revision", "to_time"])]
+    pub bundle: Option<PathBuf>,
     #[command(flatten)]
     pub storage: StorageArgs,
     #[command(flatten)]
@@ -378,6 +382,12 @@ fn backup_options(args: &BackupArgs, config: &Config) -> Result<BackupOptions, F
     let mut recipients = config.encryption.recipients.clone();
     recipients.extend(args.recipient.iter().cloned());
     o.recipients = encryption::parse_recipients(&recipients)?;
+    let bundle_recipients = match config.bundle.recipients.as_slice() {
+        [] => o.recipients.clone(),
+        own => encryption::parse_recipients(own)?,
+    };
+    o.bundle = crate::bundle::Settings::new(&config.bundle.files, bundle_recipients)
+        .map_err(Failure::Usage)?;
     if let Some(w) = config.backup.zstd_workers {
         o.zstd_workers = w;
     }
@@ -600,16 +610,19 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             // The scratch member's binaries: as the drill's.
             let d = restore::drill_options(&config.drill, config, None, None, None)?;
             let o = restore::replay_options(d)?;
+            let target = args.out.as_deref().ok_or_else(|| {
+                Failure::Usage("--to-revision and --to-time need --out FILE".into())
+            })?;
             let report = rt
                 .block_on(crate::changes::replay::replay(
                     &repo,
                     &plan,
                     ids.as_ref(),
                     &o,
-                    &args.out,
+                    target,
                 ))
                 .map_err(Failure::Replay)?;
-            output::replayed(out, cli.write_out, &report, &args.out).map_err(Failure::Output)
+            output::replayed(out, cli.write_out, &report, target).map_err(Failure::Output)
         }
         Command::Fetch(args) => {
             let repo = open_repository(&args.storage, config)?;
@@ -617,8 +630,19 @@ pub fn run(cli: &Cli, config: &Config, out: &mut dyn Write) -> Result<(), Failur
             let id = args.id.as_deref().unwrap_or("latest");
             let m = rt.block_on(repo.manifest(id))?;
             let ids = identities(&args.identity, config)?;
-            rt.block_on(fetch::fetch(&repo, &m, &args.out, ids.as_ref()))?;
-            output::fetched(out, cli.write_out, &m, &args.out).map_err(Failure::Output)
+            if let Some(dir) = &args.bundle {
+                let written = rt
+                    .block_on(crate::bundle::fetch(&repo, &m, ids.as_deref(), dir))
+                    .map_err(Failure::Usage)?;
+                for p in &written {
+                    writeln!(out, "{}", p.display()).map_err(Failure::Output)?;
+                }
+            }
+            if let Some(target) = &args.out {
+                rt.block_on(fetch::fetch(&repo, &m, target, ids.as_ref()))?;
+                output::fetched(out, cli.write_out, &m, target).map_err(Failure::Output)?;
+            }
+            Ok(())
         }
         Command::Prune(args) => {
             let repo = open_repository(&args.storage, config)?;

@@ -34,6 +34,21 @@ pub struct Config {
     pub changes: ChangesConfig,
     #[serde(default)]
     pub notify: NotifyConfig,
+    #[serde(default)]
+    pub bundle: BundleConfig,
+}
+
+/// `[bundle]`: files stored with each backup for a restore on new hosts, encrypted.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BundleConfig {
+    /// Absolute paths: the etcd PKI, the apiserver's EncryptionConfiguration, ...
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// age recipients (`age1...`) for the bundle; default: `[encryption] recipients`.
+    /// A bundle is never stored unencrypted.
+    #[serde(default)]
+    pub recipients: Vec<String>,
 }
 
 /// `[notify]`: who the daemon tells when a backup, a verify or a drill fails.

@@ -28,6 +28,7 @@
 //!   nothing else here, so no two modules are tied into a loop through them.
 
 pub mod backup;
+pub mod bundle;
 pub mod changes;
 pub mod cli;
 pub mod config;

@@ -4,13 +4,14 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::etcd::Cluster;
 use support::h2_tamper::TrailerTamper;
+use support::keys::{AgeKey, age_key};
 use support::lifeboat::{
     filer_entries, files_under, lifeboat, ok, run, s3_objects, text, wait_for_stream,
 };
@@ -29,30 +30,6 @@ fn fill(cluster: &Cluster) {
         workload::deletes(&mut c, "/registry/pods/", 5).await;
         workload::big_values(&mut c, 3, 100 * 1024).await;
     });
-}
-
-/// An age key pair for a test: the recipient (`age1...`) and an identity file.
-struct AgeKey {
-    recipient: String,
-    identity_file: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn age_key() -> AgeKey {
-    use age::secrecy::ExposeSecret;
-    let id = age::x25519::Identity::generate();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let identity_file = dir.path().join("key.txt");
-    std::fs::write(
-        &identity_file,
-        format!("# test key\n{}\n", id.to_string().expose_secret()),
-    )
-    .expect("write key");
-    AgeKey {
-        recipient: id.to_public().to_string(),
-        identity_file,
-        _dir: dir,
-    }
 }
 
 /// Backs up, writes more, fetches, restores with the plain etcd tools, and compares.

@@ -8,6 +8,7 @@ mod backup;
 mod backup_connect;
 mod bench_selftest;
 mod bench_tls;
+mod bundle;
 mod changes;
 mod cli;
 mod daemon;

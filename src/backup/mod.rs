@@ -61,6 +61,8 @@ pub struct BackupOptions {
     pub recipients: Vec<age::x25519::Recipient>,
     /// Cancelling it stops the backup cleanly: upload aborted, spool removed, no manifest.
     pub cancel: CancellationToken,
+    /// `[bundle]`: files stored with the backup, encrypted.
+    pub bundle: Option<crate::bundle::Settings>,
 }
 
 impl Default for BackupOptions {
@@ -79,6 +81,7 @@ impl Default for BackupOptions {
             abort_patience: Duration::from_secs(30),
             recipients: Vec::new(),
             cancel: CancellationToken::new(),
+            bundle: None,
         }
     }
 }
@@ -111,6 +114,8 @@ pub enum BackupError {
     },
     #[error("compressing: {0}")]
     Compress(String),
+    #[error("{0}")]
+    Bundle(String),
     #[error("cancelled (shutting down, or the daemon stopped leading); nothing was committed")]
     Cancelled,
     #[error("{source}; the backup was not committed: {cleanup}")]
@@ -127,6 +132,7 @@ impl BackupError {
             BackupError::Etcd(e) => e.is_config(),
             BackupError::Repo(e) => e.is_config(),
             BackupError::NotCommitted { source, .. } => source.is_config(),
+            BackupError::Bundle(_) => true,
             _ => false,
         }
     }
@@ -164,6 +170,11 @@ pub async fn run(
 ) -> Result<BackupReport, BackupError> {
     let t0 = Instant::now();
     repo.probe().await?;
+    // Read first: a file that is missing fails the run before anything is streamed.
+    let bundle = match &opts.bundle {
+        Some(b) => Some(b.pack().map_err(BackupError::Bundle)?),
+        None => None,
+    };
     let etcd::Chosen {
         mut client,
         status: source,
@@ -306,11 +317,27 @@ pub async fn run(
             encryption: if encrypted { "age" } else { "none" }.into(),
         },
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
+        bundle: None,
     };
+    let mut manifest = manifest;
+    if let Some(packed) = &bundle {
+        let bundle_key = Repository::bundle_key(&id);
+        match repo.put_small(&bundle_key, packed.bytes.clone()).await {
+            Ok(()) => manifest.bundle = Some(packed.entry(bundle_key)),
+            Err(e) => {
+                let _ = repo.delete(&bundle_key).await;
+                return Err(fail(e.into(), &spool, repo, (&id, &key), Wrote::Data).await);
+            }
+        }
+    }
     // A failed manifest write may still have stored it (a lost reply, a failed fsync):
     // everything this run wrote is removed, manifest first.
     if let Err(e) = repo.put_manifest(&manifest).await {
-        return Err(fail(e.into(), &spool, repo, (&id, &key), Wrote::Manifest).await);
+        let e = fail(e.into(), &spool, repo, (&id, &key), Wrote::Manifest).await;
+        if manifest.bundle.is_some() {
+            let _ = repo.delete(&Repository::bundle_key(&id)).await;
+        }
+        return Err(e);
     }
     spool.remove();
     tracing::info!(id = %id, revision = status.revision, "backup committed");

@@ -126,6 +126,7 @@ fn point_backup(
             rp.segments.len(),
             rp.chain
         ),
+        bundle_files: bundle_files(&base),
     };
     if !replay {
         return Ok(Some((backup, None)));
@@ -176,7 +177,7 @@ async fn planned(
     let mut probes = Vec::new();
     let mut failed = Vec::new();
     for m in &settings.members {
-        match crate::restore::probe(m, settings.step_timeout).await {
+        match crate::restore::probe(m, settings.step_timeout, &backup.bundle_files).await {
             Ok(p) => probes.push(p),
             Err(e) => failed.push((m.name.clone(), e)),
         }
@@ -487,6 +488,7 @@ fn restore_backup_ref(
             members: status.members.clone(),
             db_size: status.total_size,
             etcd_version: "unknown (a snapshot file)".into(),
+            bundle_files: Vec::new(),
         });
     }
     let repo = open_repository(storage, config)?;
@@ -495,6 +497,7 @@ fn restore_backup_ref(
     // member, and appears in their commands.
     crate::restore::names::check_backup_id(&m.id)
         .map_err(|e| Failure::Restore(format!("backup {which:?}: {e}")))?;
+    let bundle_files = bundle_files(&m);
     Ok(crate::restore::plan::BackupRef {
         id: m.id,
         revision: m.revision,
@@ -503,7 +506,16 @@ fn restore_backup_ref(
         members: m.members.clone(),
         db_size: m.db_size,
         etcd_version: m.etcd_version,
+        bundle_files,
     })
+}
+
+/// The paths of a backup's bundle files (checked by `Manifest::validate`).
+fn bundle_files(m: &crate::repository::Manifest) -> Vec<String> {
+    m.bundle
+        .iter()
+        .flat_map(|b| b.files.iter().map(|f| f.path.clone()))
+        .collect()
 }
 
 /// `restore drill --chain`: the chain proof.

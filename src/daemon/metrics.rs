@@ -19,6 +19,7 @@ pub fn failure_reason(e: &BackupError) -> &'static str {
         BackupError::Spool { .. } => "spool",
         BackupError::Compress(_) => "compress",
         BackupError::Cancelled => "cancelled",
+        BackupError::Bundle(_) => "config",
         BackupError::NotCommitted { source, .. } => failure_reason(source),
     }
 }

@@ -511,6 +511,8 @@ impl Jobs {
                 members: m.members.clone(),
                 db_size: m.db_size,
                 etcd_version: m.etcd_version.clone(),
+                // A drill runs on this host, where the bundle's files are not needed.
+                bundle_files: Vec::new(),
             };
             let source = crate::restore::run::Source::Stored {
                 repo: (*s.repo).clone(),

@@ -53,6 +53,93 @@ pub struct Manifest {
     pub members: Vec<String>,
     pub object: StoredObject,
     pub lifeboat_version: String,
+    /// The restore bundle stored with this backup (`[bundle] files`), always encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<Bundle>,
+}
+
+/// The files a restore needs besides the snapshot (PKI, the apiserver's
+/// EncryptionConfiguration, kubeadm's config...), stored as one age-encrypted object:
+/// their contents one after the other, in the order listed here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// `bundles/<id>.age`, relative to the cluster's directory.
+    pub key: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// sha256 of the bytes stored.
+    pub sha256: String,
+    pub files: Vec<BundleFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleFile {
+    /// Absolute path on the host it came from.
+    pub path: String,
+    /// Permission bits (e.g. 0o600), at most 0o777.
+    pub mode: u32,
+    pub size: u64,
+    /// sha256 of the contents.
+    pub sha256: String,
+}
+
+/// The most a bundle may hold: PKI and configuration files, not data.
+pub const MAX_BUNDLE_BYTES: u64 = 64 << 20;
+
+impl Bundle {
+    /// Checks a bundle read back from storage: its key, digests, sizes, modes, and
+    /// paths (absolute, no `.` or `..` parts, no control characters, each once), since
+    /// they become files written on a host.
+    pub fn validate(&self, id: &str) -> Result<(), String> {
+        let want = super::Repository::bundle_key(id);
+        if self.key != want {
+            return Err(format!("its bundle key {:?} is not {want}", self.key));
+        }
+        let hex = |h: &str| h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit());
+        if !hex(&self.sha256) {
+            return Err("bundle.sha256 is not a sha256 in hex".into());
+        }
+        let mut total = 0u64;
+        let mut seen = std::collections::HashSet::new();
+        for f in &self.files {
+            check_bundle_path(&f.path)?;
+            if !seen.insert(f.path.as_str()) {
+                return Err(format!("bundle file {:?} is listed twice", f.path));
+            }
+            if f.mode > 0o777 {
+                return Err(format!("bundle file {:?} has mode {:o}", f.path, f.mode));
+            }
+            if !hex(&f.sha256) {
+                return Err(format!("bundle file {:?}: sha256 is not in hex", f.path));
+            }
+            total = total.saturating_add(f.size);
+        }
+        if total > MAX_BUNDLE_BYTES || self.size > MAX_BUNDLE_BYTES + (1 << 20) {
+            return Err(format!(
+                "the bundle claims {total} bytes, more than a bundle holds"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An absolute, plain path: `/` then names that are not `.` or `..`, no empty parts, no
+/// control characters, at most 4096 bytes.
+pub fn check_bundle_path(path: &str) -> Result<(), String> {
+    let bad = || Err(format!("bundle path {path:?} is not a plain absolute path"));
+    let Some(rest) = path.strip_prefix('/') else {
+        return bad();
+    };
+    if path.len() > 4096 || path.chars().any(char::is_control) || rest.is_empty() {
+        return bad();
+    }
+    if rest
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return bad();
+    }
+    Ok(())
 }
 
 /// The stored data object: the snapshot file (db ‖ trailer), compressed, maybe encrypted.
@@ -237,6 +324,9 @@ impl Manifest {
                     "{what} {text:?} holds control characters or is too long"
                 ));
             }
+        }
+        if let Some(b) = &self.bundle {
+            b.validate(&self.id)?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! ```text
 //! <url>/<cluster>/manifests/<id>.json          the manifest: the backup exists iff this does
 //! <url>/<cluster>/snapshots/<id>.db.zst[.age]  the data: snapshot file, zstd, maybe age
+//! <url>/<cluster>/bundles/<id>.age             the restore bundle, if any: always age
 //! ```
 
 mod catalog;
@@ -211,6 +212,10 @@ impl Repository {
         }
     }
 
+    pub fn bundle_key(id: &str) -> String {
+        format!("bundles/{id}.age")
+    }
+
     pub fn manifest_key(id: &str) -> String {
         format!("manifests/{id}.json")
     }
@@ -303,6 +308,40 @@ impl Repository {
                 url: self.url.clone(),
                 reason: format!("fsync {key}: {e}"),
             })
+    }
+
+    /// Writes a small object (a bundle) in one request, and makes it durable.
+    pub async fn put_small(&self, key: &str, bytes: Vec<u8>) -> Result<(), RepoError> {
+        let path = self.path(key);
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.access_error(&format!("writing {path}"), e))?;
+        self.sync(key).await
+    }
+
+    /// Reads a small object whole, refusing one larger than `max` bytes.
+    pub async fn get_small(&self, key: &str, max: u64) -> Result<Vec<u8>, RepoError> {
+        let path = self.path(key);
+        let got = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| self.access_error(&format!("reading {path}"), e))?;
+        if got.meta.size > max {
+            return Err(RepoError::Access {
+                url: self.url.clone(),
+                reason: format!(
+                    "{key} has {} bytes, more than the {max} expected",
+                    got.meta.size
+                ),
+            });
+        }
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| self.access_error(&format!("reading {path}"), e))?;
+        Ok(bytes.to_vec())
     }
 
     /// Writes the manifest: the commit point of a backup.

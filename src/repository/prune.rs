@@ -103,6 +103,7 @@ pub async fn plan(
     for e in &entries {
         named.insert(Repository::data_key(&e.id, false));
         named.insert(Repository::data_key(&e.id, true));
+        named.insert(Repository::bundle_key(&e.id));
         if let Some(m) = e.manifest() {
             named.insert(m.object.key.clone());
         }
@@ -113,6 +114,20 @@ pub async fn plan(
         .and_then(|g| now.checked_sub_signed(g))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let mut leftovers = Vec::new();
+    // Bundles (bundles/<id>.age) of runs that never wrote a manifest, with the data.
+    let bundles: Vec<object_store::ObjectMeta> = {
+        use futures::TryStreamExt;
+        repo.store()
+            .list(Some(&repo.path("bundles")))
+            .try_collect()
+            .await
+            .map_err(|e| repo.access_error("listing bundles", e))?
+    };
+    let objects = objects.into_iter().chain(
+        bundles
+            .into_iter()
+            .filter_map(|m| Some((repo.relative_key(&m.location)?, m))),
+    );
     for (key, meta) in objects {
         if named.contains(key.as_str()) {
             continue;
@@ -195,6 +210,9 @@ pub async fn execute(repo: &Repository, plan: &Plan) -> Result<Outcome, RepoErro
         };
         repo.delete(&Repository::manifest_key(&m.id)).await?;
         repo.delete(&m.object.key).await?;
+        if let Some(b) = &m.bundle {
+            repo.delete(&b.key).await?;
+        }
         tracing::info!(id = %m.id, "backup pruned");
         outcome.deleted_backups.push(m.id.clone());
     }

@@ -25,9 +25,14 @@ use std::time::Duration;
 use plan::{MemberSpec, Probe};
 use transport::quote;
 
-/// Step 2's look at a member: which restore tool it has, its version, and whether it
-/// can bump revisions. Read-only.
-pub async fn probe(m: &MemberSpec, limit: Duration) -> Result<Probe, String> {
+/// Step 2's look at a member: which restore tool it has, its version, whether it can
+/// bump revisions, and which of `bundle_files` (the backup's restore bundle) it lacks.
+/// Read-only.
+pub async fn probe(
+    m: &MemberSpec,
+    limit: Duration,
+    bundle_files: &[String],
+) -> Result<Probe, String> {
     let at = |e: String| format!("member {} ({}): {e}", m.name, m.host);
     let find = match &m.etcdutl {
         Some(p) => format!(
@@ -50,11 +55,15 @@ pub async fn probe(m: &MemberSpec, limit: Duration) -> Result<Probe, String> {
             None => "neither etcdutl nor etcdctl is on the PATH (set etcdutl = \"...\")".into(),
         }));
     }
-    let script = format!(
+    let mut script = format!(
         "{t} version; if {t} snapshot restore --help 2>&1 | grep -q -- --bump-revision; \
          then echo BUMP=yes; else echo BUMP=no; fi",
         t = quote(&tool)
     );
+    // Paths from the manifest (checked: absolute, plain, no control characters), quoted.
+    for f in bundle_files {
+        script.push_str(&format!("; [ -e {q} ] || echo MISSING={q}", q = quote(f)));
+    }
     let ran = transport::run(&m.host.shell(&script), limit)
         .await
         .map_err(at)?;
@@ -76,6 +85,12 @@ pub async fn probe(m: &MemberSpec, limit: Duration) -> Result<Probe, String> {
         tool,
         version,
         can_bump: ran.stdout.lines().any(|l| l.trim() == "BUMP=yes"),
+        missing_bundle_files: ran
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("MISSING="))
+            .map(str::to_owned)
+            .collect(),
     })
 }
 

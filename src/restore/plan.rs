@@ -21,6 +21,9 @@ pub struct Probe {
     pub version: String,
     /// Whether it has `--bump-revision` / `--mark-compacted`.
     pub can_bump: bool,
+    /// The backup's bundle files this member does not have.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_bundle_files: Vec<String>,
 }
 
 /// The backup being restored.
@@ -35,6 +38,9 @@ pub struct BackupRef {
     pub members: Vec<String>,
     pub db_size: u64,
     pub etcd_version: String,
+    /// The files of its restore bundle (`[bundle] files`), which each member should have.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bundle_files: Vec<String>,
 }
 
 /// What carrying out an action means.
@@ -233,6 +239,19 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
     } else {
         s.bump
     };
+    for m in &s.members {
+        if let Some(p) = probe_of(m).filter(|p| !p.missing_bundle_files.is_empty()) {
+            notes.push(format!(
+                "member {} lacks {} of the backup's bundle files: {}. Write them there with \
+                 `lifeboat fetch {} --bundle / --identity KEY` (it never overwrites a file), \
+                 or copy them from another member, before step 6 starts etcd",
+                m.name,
+                p.missing_bundle_files.len(),
+                p.missing_bundle_files.join(", "),
+                backup.id
+            ));
+        }
+    }
     if s.bump == 0 {
         notes.push(
             "revision bump disabled ([restore] bump-revision = 0): Kubernetes clients may \

@@ -266,7 +266,7 @@ impl Runner {
                     ))
                 }
             }
-            Kind::Probe => super::probe(m, limit).await.map(|_| ()),
+            Kind::Probe => super::probe(m, limit, &[]).await.map(|_| ()),
             Kind::Copy { to } => {
                 let from = self.local_snapshot(journal);
                 // Absolute: a relative name with a ':' would be read as host:path.

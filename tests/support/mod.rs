@@ -26,6 +26,7 @@ pub mod etcd;
 pub mod faulty_proxy;
 pub mod h2_tamper;
 pub mod k8s;
+pub mod keys;
 pub mod lifeboat;
 pub mod partition;
 pub mod process;

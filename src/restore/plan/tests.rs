@@ -27,6 +27,7 @@ fn backup() -> BackupRef {
         members: Vec::new(),
         db_size: 1 << 20,
         etcd_version: "3.5.30".into(),
+        bundle_files: Vec::new(),
     }
 }
 
@@ -37,6 +38,7 @@ fn probes(can_bump: bool) -> Vec<Probe> {
             tool: "/usr/bin/etcdutl".into(),
             version: "3.5.30".into(),
             can_bump,
+            missing_bundle_files: Vec::new(),
         })
         .collect()
 }
@@ -127,6 +129,7 @@ fn a_tool_without_bump_support_means_no_bump_and_says_what_that_means() {
         tool: "/usr/bin/etcdctl".into(),
         version: "3.4.23".into(),
         can_bump: false,
+        missing_bundle_files: Vec::new(),
     };
     let p = make(&s, &backup(), &pr, "T");
     assert_eq!(p.bump_revision, 0);
@@ -407,4 +410,22 @@ fn hostile_names_are_refused_or_made_plain() {
             assert!(!c.contains(hostile), "{c}");
         }
     }
+}
+
+#[test]
+fn members_missing_bundle_files_are_named() {
+    let s = three_with_commands();
+    let mut pr = probes(true);
+    pr[2].missing_bundle_files = vec!["/etc/kubernetes/pki/etcd/ca.key".into()];
+    let p = make(&s, &backup(), &pr, "T");
+    let note = p
+        .notes
+        .iter()
+        .find(|n| n.contains("bundle files"))
+        .expect("a note on the missing bundle file");
+    assert!(
+        note.contains("member m3 lacks 1") && note.contains("/etc/kubernetes/pki/etcd/ca.key"),
+        "{note}"
+    );
+    assert!(!p.notes.iter().any(|n| n.contains("member m1 lacks")));
 }
