@@ -92,6 +92,15 @@ fn plan_follows_what_each_members_restore_tool_can_do() {
         assert!(r.contains("--initial-cluster-token drill"), "{r}");
     }
     assert!(p["notes"].as_array().unwrap().is_empty(), "{}", p["notes"]);
+    // etcdutl 3.5.30 has `check v2store` (etcd 3.6 refuses custom v2 content): each
+    // restored directory is checked before it is put in place.
+    let v2_checks = |p: &Value| -> Vec<String> {
+        commands(p, 5)
+            .into_iter()
+            .filter(|c| c.contains("check v2store --data-dir"))
+            .collect()
+    };
+    assert_eq!(v2_checks(&p).len(), 3, "{:?}", commands(&p, 5));
 
     // etcdutl 3.5.1 and etcdctl 3.4.23 cannot bump: no bump anywhere, and a note says why
     // and what it means. 3.4 restores with etcdctl.
@@ -117,6 +126,10 @@ fn plan_follows_what_each_members_restore_tool_can_do() {
             .iter()
             .any(|c| c.contains(&format!("ETCDCTL_API=3 {etcdctl_34} snapshot restore")))
     );
+    // Neither has `check v2store`: only m0's directory is checked.
+    let checks = v2_checks(&p);
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert!(checks[0].contains(&etcdutl), "{}", checks[0]);
 
     // A member without the tool: the plan still prints, and says preflight failed there;
     // the exit code says it too (1), naming the member.

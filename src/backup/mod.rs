@@ -294,6 +294,7 @@ pub async fn run(
         member_id: format!("{:x}", source.member_id),
         endpoint: source.endpoint.clone(),
         etcd_version: source.version.clone(),
+        storage_version: source.storage_version.clone(),
         started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         finished_at: finished.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         revision: status.revision,

@@ -69,6 +69,8 @@ pub struct MemberStatus {
     pub raft_term: u64,
     pub raft_index: u64,
     pub version: String,
+    /// The version of the db file (etcd 3.6+; empty from older servers).
+    pub storage_version: String,
     pub db_size: i64,
     pub header_revision: i64,
     pub is_learner: bool,
@@ -225,6 +227,7 @@ pub async fn member_status(client: &mut Client, endpoint: &str) -> Result<Member
         raft_term: st.raft_term(),
         raft_index: st.raft_index(),
         version: st.version().to_owned(),
+        storage_version: st.storage_version().to_owned(),
         db_size: st.db_size(),
         header_revision: header.map(|h| h.revision()).unwrap_or(0),
         is_learner: st.is_learner(),

@@ -18,6 +18,9 @@ pub struct Manifest {
     pub member_id: String,
     pub endpoint: String,
     pub etcd_version: String,
+    /// The server's storage version (the db file's, etcd 3.6+); absent for older servers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub storage_version: String,
     /// RFC 3339, UTC.
     pub started_at: String,
     pub finished_at: String,
@@ -313,6 +316,7 @@ impl Manifest {
             ("member_id", &self.member_id),
             ("endpoint", &self.endpoint),
             ("etcd_version", &self.etcd_version),
+            ("storage_version", &self.storage_version),
             ("lifeboat_version", &self.lifeboat_version),
         ];
         for (what, text) in texts

@@ -60,6 +60,12 @@ pub async fn probe(
          then echo BUMP=yes; else echo BUMP=no; fi",
         t = quote(&tool)
     );
+    // etcd 3.6 refuses a v2store with custom content; 3.5.20+ and 3.6 can check for it.
+    script.push_str(&format!(
+        // (etcdctl 3.4 answers any `check ...` with its own help: look for the usage line.)
+        "; if {t} check v2store --help 2>&1 | grep -q 'check v2store \\[flags\\]'; then echo CHECKV2=yes; fi",
+        t = quote(&tool)
+    ));
     // Paths from the manifest (checked: absolute, plain, no control characters), quoted.
     for f in bundle_files {
         script.push_str(&format!("; [ -e {q} ] || echo MISSING={q}", q = quote(f)));
@@ -85,6 +91,7 @@ pub async fn probe(
         tool,
         version,
         can_bump: ran.stdout.lines().any(|l| l.trim() == "BUMP=yes"),
+        can_check_v2store: ran.stdout.lines().any(|l| l.trim() == "CHECKV2=yes"),
         missing_bundle_files: ran
             .stdout
             .lines()

@@ -21,6 +21,9 @@ pub struct Probe {
     pub version: String,
     /// Whether it has `--bump-revision` / `--mark-compacted`.
     pub can_bump: bool,
+    /// Whether it has `check v2store` (etcdutl 3.5.20+ and 3.6).
+    #[serde(default)]
+    pub can_check_v2store: bool,
     /// The backup's bundle files this member does not have.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_bundle_files: Vec<String>,
@@ -178,6 +181,26 @@ fn restore_command(
     words.join(" ")
 }
 
+/// `3.6` of `3.6.1`, `v3.6.0-rc.1` or `3.5.30 (backup ...)`: the major and minor version.
+pub fn minor_version(version: &str) -> Option<(u32, u32)> {
+    let v = version.trim().trim_start_matches('v');
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Step 5's check of a restored data directory: `check v2store` where the member's tool
+/// has it (etcd 3.6 will not start on a v2store with custom content). Done already when
+/// the swap has run (the restored dir is in place).
+fn v2store_check(tool: &str, new: &str) -> String {
+    format!(
+        "if [ -e {new} ]; then {t} check v2store --data-dir {new}; \
+         else echo \"the restored directory is in place already\"; fi",
+        t = quote(tool)
+    )
+}
+
 /// Step 5's swap, safe to repeat: `mv` never targets an existing path (which would put
 /// one directory inside the other). The old dir is moved aside (or, when there was none,
 /// an empty one is made, recording that the swap ran), then the restored one is moved in;
@@ -239,6 +262,28 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
     } else {
         s.bump
     };
+    // etcdutl restores what its own minor version writes: a 3.6 snapshot needs a 3.6
+    // etcdutl, and a newer one may write a data dir an older etcd will not start on.
+    if let Some(want) = minor_version(&backup.etcd_version) {
+        let other: Vec<String> = s
+            .members
+            .iter()
+            .filter_map(&probe_of)
+            .filter(|p| minor_version(&p.version).is_some_and(|v| v != want))
+            .map(|p| format!("{} ({} {})", p.member, p.tool, p.version))
+            .collect();
+        if !other.is_empty() {
+            notes.push(format!(
+                "the backup's server ran etcd {}, but the restore tool on {} is of another \
+                 minor version: restore with an etcdutl {}.{}.x (set [[restore.members]] \
+                 etcdutl), so that the data directory is one the etcd that starts on it reads",
+                backup.etcd_version,
+                other.join(", "),
+                want.0,
+                want.1
+            ));
+        }
+    }
     for m in &s.members {
         if let Some(p) = probe_of(m).filter(|p| !p.missing_bundle_files.is_empty()) {
             notes.push(format!(
@@ -370,7 +415,7 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
             let data = quote(&m.data_dir.display().to_string());
             let new = quote(&p.new_dir.display().to_string());
             let old = quote(&p.old_dir.display().to_string());
-            vec![
+            let mut v = vec![
                 act(
                     m,
                     format!("copy the verified snapshot to {}", p.snapshot.display()),
@@ -395,7 +440,16 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
                         )),
                     )),
                 ),
-                on(
+            ];
+            if let Some(pr) = probe_of(m).filter(|p| p.can_check_v2store) {
+                v.push(on(
+                    m,
+                    "check the restored v2store holds no custom content (etcd 3.6 refuses one that does)"
+                        .into(),
+                    Some(v2store_check(&pr.tool, &new)),
+                ));
+            }
+            v.push(on(
                     m,
                     format!(
                         "move {} aside to {} (kept, never deleted) and put the restored one in place",
@@ -403,8 +457,8 @@ pub fn make(s: &RestoreSettings, backup: &BackupRef, probes: &[Probe], stamp: &s
                         p.old_dir.display()
                     ),
                     Some(swap_command(&data, &new, &old)),
-                ),
-            ]
+                ));
+            v
         }),
     });
     let mut step6 = each(&|m| vec![on(m, "start etcd".into(), m.etcd.start_script())]);

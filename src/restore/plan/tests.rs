@@ -38,6 +38,7 @@ fn probes(can_bump: bool) -> Vec<Probe> {
             tool: "/usr/bin/etcdutl".into(),
             version: "3.5.30".into(),
             can_bump,
+            can_check_v2store: false,
             missing_bundle_files: Vec::new(),
         })
         .collect()
@@ -129,6 +130,7 @@ fn a_tool_without_bump_support_means_no_bump_and_says_what_that_means() {
         tool: "/usr/bin/etcdctl".into(),
         version: "3.4.23".into(),
         can_bump: false,
+        can_check_v2store: false,
         missing_bundle_files: Vec::new(),
     };
     let p = make(&s, &backup(), &pr, "T");
@@ -428,4 +430,54 @@ fn members_missing_bundle_files_are_named() {
         "{note}"
     );
     assert!(!p.notes.iter().any(|n| n.contains("member m1 lacks")));
+}
+
+#[test]
+fn versions_are_read_to_their_minor() {
+    assert_eq!(minor_version("3.6.1"), Some((3, 6)));
+    assert_eq!(minor_version("v3.6.0-rc.1"), Some((3, 6)));
+    assert_eq!(
+        minor_version("3.5.30 (backup X at revision 1 + 2 segments)"),
+        Some((3, 5))
+    );
+    assert_eq!(minor_version("unknown (a snapshot file)"), None);
+    assert_eq!(minor_version("3"), None);
+}
+
+#[test]
+fn a_tool_of_another_minor_version_is_named_and_v2store_is_checked_where_it_can_be() {
+    let s = three_with_commands();
+    let mut b = backup();
+    b.etcd_version = "3.6.1".into();
+    let mut pr = probes(true);
+    pr[0].version = "3.6.4".into();
+    pr[0].can_check_v2store = true;
+    let p = make(&s, &b, &pr, "T");
+    let notes = p.notes.join("\n");
+    assert!(notes.contains("m2") && notes.contains("m3"), "{notes}");
+    assert!(!notes.contains("m1 ("), "{notes}");
+    assert!(
+        notes.contains("3.6.1") && notes.contains("3.6.x"),
+        "{notes}"
+    );
+    let step5 = commands(&p, 5);
+    let checks: Vec<&String> = step5
+        .iter()
+        .filter(|c| c.contains("check v2store"))
+        .collect();
+    assert_eq!(checks.len(), 1, "{step5:?}");
+    assert!(
+        checks[0].contains("/usr/bin/etcdutl check v2store --data-dir"),
+        "{}",
+        checks[0]
+    );
+    assert!(checks[0].contains(".lifeboat-new-T"), "{}", checks[0]);
+    // The same minor: nothing to say.
+    b.etcd_version = "3.5.1".into();
+    let p = make(&s, &b, &probes(true), "T");
+    assert!(
+        !p.notes.iter().any(|n| n.contains("minor")),
+        "{:?}",
+        p.notes
+    );
 }
