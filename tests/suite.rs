@@ -13,6 +13,7 @@ mod cli;
 mod daemon;
 mod install_script;
 mod k8s_encoder;
+mod kubernetes;
 mod objects_get;
 mod objects_k8s;
 mod objects_restore;
