@@ -38,6 +38,7 @@ const OVERLAYS: &[(&str, &[&str])] = &[
             "CronJob",
             "CronJob",
             "Namespace",
+            "PrometheusRule",
             "ServiceAccount",
         ],
     ),
@@ -48,6 +49,7 @@ const OVERLAYS: &[(&str, &[&str])] = &[
             "CronJob",
             "CronJob",
             "Namespace",
+            "PrometheusRule",
             "ServiceAccount",
         ],
     ),
@@ -58,6 +60,7 @@ const OVERLAYS: &[(&str, &[&str])] = &[
             "Deployment",
             "Namespace",
             "PodDisruptionBudget",
+            "PrometheusRule",
             "Service",
             "ServiceAccount",
             "ServiceMonitor",
@@ -70,6 +73,7 @@ const OVERLAYS: &[(&str, &[&str])] = &[
             "Deployment",
             "Namespace",
             "PodDisruptionBudget",
+            "PrometheusRule",
             "Service",
             "ServiceAccount",
             "ServiceMonitor",
@@ -101,7 +105,10 @@ fn every_overlay_renders_and_makes_exactly_its_objects_in_one_namespace() {
     // The base renders on its own, too.
     let base = render("base");
     let base_kinds: BTreeSet<&str> = base.objects.iter().map(kind).collect();
-    assert_eq!(base_kinds, BTreeSet::from(["Namespace", "ServiceAccount"]));
+    assert_eq!(
+        base_kinds,
+        BTreeSet::from(["Namespace", "PrometheusRule", "ServiceAccount"])
+    );
 
     for (overlay, expected) in OVERLAYS {
         let r = render(overlay);

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alerts;
 mod backup;
 mod backup_connect;
 mod bench_selftest;
