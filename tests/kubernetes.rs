@@ -29,56 +29,33 @@ fn is_restricted(overlay: &str) -> bool {
 const NAMESPACE: &str = "etcd-backup";
 const KUBEADM_ETCD_PKI: &str = "/etc/kubernetes/pki/etcd";
 const CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
-/// Every overlay under config/kubernetes/ and what it must make, by kind.
+/// What the CronJob variant makes, by kind (sorted).
+const CRONJOB_KINDS: &[&str] = &[
+    "ConfigMap",
+    "CronJob",
+    "CronJob",
+    "Namespace",
+    "PrometheusRule",
+    "ServiceAccount",
+];
+/// What the daemon variant makes, by kind (sorted).
+const DAEMON_KINDS: &[&str] = &[
+    "ConfigMap",
+    "Deployment",
+    "Namespace",
+    "PodDisruptionBudget",
+    "PrometheusRule",
+    "Service",
+    "ServiceAccount",
+    "ServiceMonitor",
+];
+/// Every overlay under config/kubernetes/ and what it must make: a restricted variant
+/// changes pods, not which objects there are.
 const OVERLAYS: &[(&str, &[&str])] = &[
-    (
-        "cronjob",
-        &[
-            "ConfigMap",
-            "CronJob",
-            "CronJob",
-            "Namespace",
-            "PrometheusRule",
-            "ServiceAccount",
-        ],
-    ),
-    (
-        "cronjob-restricted",
-        &[
-            "ConfigMap",
-            "CronJob",
-            "CronJob",
-            "Namespace",
-            "PrometheusRule",
-            "ServiceAccount",
-        ],
-    ),
-    (
-        "daemon",
-        &[
-            "ConfigMap",
-            "Deployment",
-            "Namespace",
-            "PodDisruptionBudget",
-            "PrometheusRule",
-            "Service",
-            "ServiceAccount",
-            "ServiceMonitor",
-        ],
-    ),
-    (
-        "daemon-restricted",
-        &[
-            "ConfigMap",
-            "Deployment",
-            "Namespace",
-            "PodDisruptionBudget",
-            "PrometheusRule",
-            "Service",
-            "ServiceAccount",
-            "ServiceMonitor",
-        ],
-    ),
+    ("cronjob", CRONJOB_KINDS),
+    ("cronjob-restricted", CRONJOB_KINDS),
+    ("daemon", DAEMON_KINDS),
+    ("daemon-restricted", DAEMON_KINDS),
 ];
 
 #[test]
