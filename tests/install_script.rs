@@ -151,3 +151,102 @@ fn no_mirror_host_is_written_in_the_scripts() {
         }
     }
 }
+
+/// The download cache the install script uses (as it resolves it).
+fn download_cache() -> PathBuf {
+    match std::env::var_os("LIFEBOAT_CACHE_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/etcd-lifeboat"),
+    }
+}
+
+/// The `kubectl` and `promtool` steps (issue 12), from the download cache alone: the
+/// mirror is a closed port on loopback, so any download would fail. Each installs a
+/// binary that reports the pinned version and passes its self-check, replaces one that
+/// reports another version, and a re-run with the binary in place only asks it for its
+/// version.
+#[test]
+fn kubectl_and_promtool_steps_install_from_the_cache_and_rerun_in_a_blink() {
+    for (step, version_args, want, stale) in [
+        (
+            "kubectl",
+            &["version", "--client"][..],
+            "Client Version: v1.36.",
+            "Client Version: v1.20.0",
+        ),
+        (
+            "promtool",
+            &["--version"][..],
+            "promtool, version 3.5.",
+            "promtool, version 2.0.0 (branch: x)",
+        ),
+    ] {
+        let sid = download_cache().join("debs/sid");
+        let deb = std::fs::read_dir(&sid)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{step}_")) && n.ends_with("_amd64.deb"))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {step}_*.deb in {}: run `make test` (scripts/install-test-deps.sh {step}) first",
+                    sid.display()
+                )
+            });
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let cache = scratch.path().join("cache");
+        let tools = scratch.path().join("tools");
+        std::fs::create_dir_all(cache.join("debs/sid")).expect("cache dir");
+        let copy = cache.join("debs/sid").join(deb.file_name().expect("name"));
+        if std::fs::hard_link(&deb, &copy).is_err() {
+            std::fs::copy(&deb, &copy).expect("copy the cached .deb");
+        }
+        let run = || {
+            let t0 = std::time::Instant::now();
+            let out = Command::new("bash")
+                .arg(script())
+                .arg(step)
+                .env("LIFEBOAT_TOOLS_DIR", &tools)
+                .env("LIFEBOAT_CACHE_DIR", &cache)
+                .env("LIFEBOAT_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+                .output()
+                .expect("run the install script");
+            assert!(
+                out.status.success(),
+                "install-test-deps.sh {step}: {}",
+                text(&out.stderr)
+            );
+            t0.elapsed()
+        };
+        let binary = tools.join("bin").join(step);
+        let reports = || {
+            let out = Command::new(&binary)
+                .args(version_args)
+                .output()
+                .expect("run the installed binary");
+            text(&out.stdout)
+        };
+        run();
+        assert!(reports().contains(want), "{step}: {}", reports());
+
+        std::fs::write(&binary, format!("#!/bin/sh\necho '{stale}'\n")).expect("stale binary");
+        run();
+        assert!(
+            reports().contains(want),
+            "{step} was not replaced: {}",
+            reports()
+        );
+
+        let again = run();
+        eprintln!("{step}: a re-run with it installed took {again:?}");
+        assert!(
+            again < std::time::Duration::from_secs(2),
+            "{step}: a re-run with the binary in place took {again:?}"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alerts;
 mod backup;
 mod backup_connect;
 mod bench_selftest;
@@ -15,6 +16,7 @@ mod daemon;
 mod daemon_api;
 mod install_script;
 mod k8s_encoder;
+mod kubernetes;
 mod notify;
 mod objects_get;
 mod objects_k8s;

@@ -47,8 +47,10 @@ struct Data {
     retries_total: u64,
     skipped: BTreeMap<&'static str, u64>,
     pruned: BTreeMap<&'static str, u64>,
+    verify_last_attempt: Option<DateTime<Utc>>,
     verify_last_ok: Option<bool>,
     verify_last_success: Option<DateTime<Utc>>,
+    drill_last_attempt: Option<DateTime<Utc>>,
     drill_last_ok: Option<bool>,
     drill_last_success: Option<DateTime<Utc>>,
     drill_last_duration: f64,
@@ -158,8 +160,10 @@ impl Metrics {
         });
     }
 
+    /// A scheduled verify ended (`ok` or not); its time tells a failed verify from none.
     pub fn verified(&self, ok: bool) {
         self.with(|d| {
+            d.verify_last_attempt = Some(Utc::now());
             d.verify_last_ok = Some(ok);
             if ok {
                 d.verify_last_success = Some(Utc::now());
@@ -167,8 +171,10 @@ impl Metrics {
         });
     }
 
+    /// A scheduled drill ended (`ok` or not), after `seconds`.
     pub fn drilled(&self, ok: bool, seconds: f64) {
         self.with(|d| {
+            d.drill_last_attempt = Some(Utc::now());
             d.drill_last_ok = Some(ok);
             if ok {
                 d.drill_last_success = Some(Utc::now());
@@ -224,8 +230,10 @@ impl Metrics {
             gauge("lifeboat_storage_newest_backup_timestamp_seconds", "When the newest backup in storage finished.", ts(newest.map(|n| n.finished_at)));
             gauge("lifeboat_storage_newest_backup_age_seconds", "Age of the newest backup in storage (0 when there is none).", newest.map_or("0".into(), |n| format!("{:.3}", age(n.finished_at, now))));
             gauge("lifeboat_storage_newest_backup_revision", "etcd revision of the newest backup in storage.", newest.map_or("0".into(), |n| n.revision.to_string()));
+            gauge("lifeboat_verify_last_attempt_timestamp_seconds", "When the last scheduled verify of this instance ended (0: none yet).", ts(d.verify_last_attempt));
             gauge("lifeboat_verify_last_attempt_success", "1 if the last scheduled verify succeeded, 0 if it failed.", d.verify_last_ok.map_or("0".into(), |ok| u8::from(ok).to_string()));
             gauge("lifeboat_verify_last_success_timestamp_seconds", "When the last scheduled verify succeeded.", ts(d.verify_last_success));
+            gauge("lifeboat_drill_last_attempt_timestamp_seconds", "When the last scheduled restore drill of this instance ended (0: none yet).", ts(d.drill_last_attempt));
             gauge("lifeboat_drill_last_attempt_success", "1 if the last scheduled restore drill succeeded, 0 if it failed.", d.drill_last_ok.map_or("0".into(), |ok| u8::from(ok).to_string()));
             gauge("lifeboat_drill_last_success_timestamp_seconds", "When the last scheduled restore drill succeeded.", ts(d.drill_last_success));
             gauge("lifeboat_drill_last_duration_seconds", "Duration of the last successful restore drill.", format!("{:.3}", d.drill_last_duration));
@@ -313,6 +321,25 @@ mod tests {
         assert!(text.contains("lifeboat_storage_newest_backup_age_seconds 60.000\n"));
         assert!(text.contains("lifeboat_storage_newest_backup_revision 42\n"));
         assert!(text.contains("lifeboat_storage_backups 3\n"));
+        // Before a verify or drill ran, "failed" and "none yet" both read 0: the
+        // attempt's time tells them apart.
+        assert!(text.contains("lifeboat_verify_last_attempt_timestamp_seconds 0\n"));
+        assert!(text.contains("lifeboat_verify_last_attempt_success 0\n"));
+        m.verified(false);
+        m.drilled(false, 0.0);
+        let text = m.render(DateTime::from_timestamp(1_060, 0).unwrap());
+        for name in [
+            "lifeboat_verify_last_attempt_timestamp_seconds",
+            "lifeboat_drill_last_attempt_timestamp_seconds",
+        ] {
+            let value: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} not rendered: {text}"));
+            assert!(value > 1e9, "{name} {value}: not the time of the attempt");
+        }
+        assert!(text.contains("lifeboat_verify_last_success_timestamp_seconds 0\n"));
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let name = line.split_whitespace().nth(2).unwrap();
             assert_eq!(

@@ -44,6 +44,17 @@ pub fn age() -> PathBuf {
     require_binary(tools_dir().join("bin").join("age"))
 }
 
+/// `kubectl` 1.36 (Debian sid's), for `kubectl kustomize` of config/kubernetes/.
+/// Never the one on the PATH: that may be any version, or none.
+pub fn kubectl() -> PathBuf {
+    require_binary(tools_dir().join("bin").join("kubectl"))
+}
+
+/// `promtool` 3.5 (Debian sid's, from the prometheus source package), for the alert rules.
+pub fn promtool() -> PathBuf {
+    require_binary(tools_dir().join("bin").join("promtool"))
+}
+
 /// The etcd releases the tests run against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EtcdVersion {
