@@ -160,19 +160,22 @@ fn a_bundle_is_stored_encrypted_and_fetched_back_with_its_modes() {
     assert_ne!(no_identity.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&no_identity.stderr).contains("--identity"));
     let identity = key.identity_file.to_str().unwrap();
-    ok(run(lifeboat(
-        &[
-            "fetch",
-            &id,
-            "--bundle",
-            r,
-            "--identity",
-            identity,
-            "--config",
-            &c,
-        ],
-        &env,
-    )));
+    let fetch_bundle = || {
+        run(lifeboat(
+            &[
+                "fetch",
+                &id,
+                "--bundle",
+                r,
+                "--identity",
+                identity,
+                "--config",
+                &c,
+            ],
+            &env,
+        ))
+    };
+    ok(fetch_bundle());
     for (path, bytes, mode) in &files {
         let back = restore.path().join(path.strip_prefix("/").unwrap());
         assert_eq!(&std::fs::read(&back).unwrap(), bytes, "{}", back.display());
@@ -180,19 +183,7 @@ fn a_bundle_is_stored_encrypted_and_fetched_back_with_its_modes() {
         assert_eq!(m, *mode, "{}", back.display());
     }
     // A second fetch never overwrites what the first wrote.
-    let again = run(lifeboat(
-        &[
-            "fetch",
-            &id,
-            "--bundle",
-            r,
-            "--identity",
-            identity,
-            "--config",
-            &c,
-        ],
-        &env,
-    ));
+    let again = fetch_bundle();
     assert_ne!(again.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
 

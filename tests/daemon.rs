@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::daemon::Daemon;
+use support::daemon::{Daemon, quoted, wait_until};
 use support::etcd::Cluster;
 use support::lifeboat::{
     filer_entries, files_under, http_get, lifeboat, metric, ok, run, s3_objects, streamed_large_db,
@@ -29,15 +29,6 @@ fn started_at(m: &Value) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(m["started_at"].as_str().expect("started_at"))
         .expect("RFC 3339")
         .with_timezone(&chrono::Utc)
-}
-
-/// Waits until `cond` holds, at most `limit`.
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
@@ -112,14 +103,6 @@ fn scheduled_backups_run_on_time_and_overlapping_ticks_are_skipped() {
         list(&storage, &[]).len(),
         "lifeboat_backups_total vs list:\n{m}"
     );
-}
-
-fn quoted(endpoints: &[String]) -> String {
-    endpoints
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[test]

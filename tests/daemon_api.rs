@@ -6,10 +6,10 @@
 use crate::support;
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::daemon::Daemon;
+use support::daemon::{Daemon, quoted, wait_until};
 use support::etcd::Cluster;
 use support::lifeboat::{lifeboat, list_json, run};
 use support::tools::EtcdVersion;
@@ -41,14 +41,6 @@ fn request(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, Strin
     (code, body)
 }
 
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 const TOKEN: &str = "0123456789abcdef-a-real-token";
 
 #[test]
@@ -59,12 +51,7 @@ fn post_backup_runs_one_backup_on_the_leader_and_only_with_the_token() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let storage = format!("file://{}", dir.path().join("backups").display());
-    let endpoints = cluster
-        .endpoints()
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let endpoints = quoted(&cluster.endpoints());
     // Scheduled backups once a year: every backup here is one that was asked for.
     let config = |daemon: &str| {
         format!(

@@ -6,22 +6,14 @@
 use crate::support;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::daemon::Daemon;
+use support::daemon::{Daemon, quoted, wait_until};
 use support::etcd::Cluster;
 use support::lifeboat::{lifeboat, list_json, run};
 use support::receiver::Receiver;
 use support::tools::EtcdVersion;
-
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn events(r: &Receiver, path: &str) -> Vec<Value> {
     r.at(path)
@@ -41,12 +33,7 @@ fn webhooks_hear_of_failed_and_recovered_backups_without_their_tokens_in_logs() 
     let slack_file = dir.path().join("slack-url");
     std::fs::write(&slack_file, receiver.url("/slack/T0KEN-IN-FILE") + "\n").unwrap();
     let storage = format!("file://{}", dir.path().join("backups").display());
-    let endpoints = cluster
-        .endpoints()
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let endpoints = quoted(&cluster.endpoints());
     let config = format!(
         "[etcd]\nendpoints = [{endpoints}]\ndial-timeout = \"1s\"\n\
          [storage]\nurl = \"{storage}\"\n\

@@ -311,14 +311,9 @@ pub(super) fn objects(
     let keyring = args.objects.keyring()?;
     let rt = runtime()?;
     let opened = args.source.open(config, &rt)?;
+    let (path, scan, selection) = (&opened.path, args.source.scan(), args.objects.selection());
     if cli_format == Format::Json {
-        let listing = list::list_rendered(
-            &opened.path,
-            args.source.scan(),
-            &args.objects.selection(),
-            args.rev,
-            keyring.as_ref(),
-        )?;
+        let listing = list::list_rendered(path, scan, &selection, args.rev, keyring.as_ref())?;
         let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
         let printed = listing
             .write(&mut out)
@@ -327,13 +322,7 @@ pub(super) fn objects(
         std::mem::forget(listing); // as below
         return printed;
     }
-    let listing = list::list(
-        &opened.path,
-        args.source.scan(),
-        &args.objects.selection(),
-        args.rev,
-        keyring.as_ref(),
-    )?;
+    let listing = list::list(path, scan, &selection, args.rev, keyring.as_ref())?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let printed = output::objects::listing(&mut out, cli_format, &listing)
         .and_then(|()| out.flush())

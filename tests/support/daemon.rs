@@ -69,3 +69,21 @@ impl Drop for Daemon {
         kill_child(&mut self.child);
     }
 }
+
+/// Waits until `cond` holds, at most `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Endpoints as a TOML array's items: `"a", "b"`.
+pub fn quoted(endpoints: &[String]) -> String {
+    endpoints
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
