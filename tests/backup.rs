@@ -20,7 +20,7 @@ use support::tools::{self, EtcdVersion};
 use support::workload;
 
 /// Fills a cluster with data worth backing up.
-fn fill(cluster: &Cluster) {
+pub(crate) fn fill(cluster: &Cluster) {
     support::runtime().block_on(async {
         let mut c = workload::connect(cluster).await;
         let k8s = workload::kubernetes_like(&mut c, 3, 20).await;
@@ -32,13 +32,13 @@ fn fill(cluster: &Cluster) {
 }
 
 /// An age key pair for a test: the recipient (`age1...`) and an identity file.
-struct AgeKey {
+pub(crate) struct AgeKey {
     recipient: String,
     identity_file: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-fn age_key() -> AgeKey {
+pub(crate) fn age_key() -> AgeKey {
     use age::secrecy::ExposeSecret;
     let id = age::x25519::Identity::generate();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -56,7 +56,7 @@ fn age_key() -> AgeKey {
 }
 
 /// Backs up, writes more, fetches, restores with the plain etcd tools, and compares.
-fn round_trip(
+pub(crate) fn round_trip(
     version: EtcdVersion,
     storage: &str,
     env: &[(String, String)],

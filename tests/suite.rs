@@ -5,6 +5,7 @@
 mod support;
 
 mod backup;
+mod backup_azure;
 mod backup_connect;
 mod bench_selftest;
 mod bench_tls;
