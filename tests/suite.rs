@@ -11,6 +11,7 @@ mod bench_selftest;
 mod bench_tls;
 mod changes;
 mod cli;
+mod cloud_identity;
 mod daemon;
 mod install_script;
 mod k8s_encoder;

@@ -28,6 +28,7 @@ pub mod faulty_proxy;
 pub mod h2_tamper;
 pub mod k8s;
 pub mod lifeboat;
+pub mod moto;
 pub mod partition;
 pub mod process;
 pub mod restored;
