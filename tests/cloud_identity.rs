@@ -1,6 +1,6 @@
-//! Cloud identities instead of long-lived keys, end to end against moto's STS and S3 on
-//! loopback (support::moto): no `AWS_ACCESS_KEY_ID` anywhere, and moto's S3 checks every
-//! request's signature, session token and the role's policy.
+//! Cloud identities instead of long-lived keys, end to end on loopback. For AWS against
+//! moto's STS and S3 (support::moto): no `AWS_ACCESS_KEY_ID` anywhere, and moto's S3
+//! checks every request's signature, session token and the role's policy.
 //!
 //! - AWS web identity (IRSA): `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`, the STS
 //!   endpoint from `AWS_ENDPOINT_URL_STS`; object_store calls AssumeRoleWithWebIdentity
@@ -8,6 +8,8 @@
 //! - EKS Pod Identity: `AWS_CONTAINER_CREDENTIALS_FULL_URI` +
 //!   `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`; the agent's side is a loopback HTTP server
 //!   that hands out credentials moto's STS issued, only for the right token.
+//! - Azure workload identity, against Azurite with OAuth (support::azurite,
+//!   support::entra).
 
 use crate::backup::round_trip;
 use crate::support;
@@ -15,6 +17,8 @@ use crate::support;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use support::azurite::Azurite;
+use support::entra::TokenEndpoint;
 use support::etcd::Cluster;
 use support::lifeboat::{lifeboat, ok, run, text};
 use support::moto::{CredentialsAgent, Moto};
@@ -195,4 +199,67 @@ fn eks_pod_identity_backs_up_with_the_agents_credentials() {
         "{err}"
     );
     assert_eq!(moto.objects().len(), 2);
+}
+
+/// Azure workload identity: `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and
+/// `AZURE_FEDERATED_TOKEN_FILE` (what the workload identity webhook injects) and
+/// `AZURE_AUTHORITY_HOST`; object_store trades the token file's content for an access
+/// token at the authority (support::entra, on loopback) and Azurite (`--oauth basic`,
+/// HTTPS) takes that bearer token. No account key anywhere.
+#[test]
+fn azure_workload_identity_backs_up_with_a_token_from_the_authority() {
+    let az = Azurite::start_with_oauth();
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    let endpoints = cluster.endpoints().join(",");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let entra = TokenEndpoint::start(
+        "72f988bf-0000-4000-8000-00000000a1b2",
+        "5f0c1a2b-0000-4000-8000-00000000c3d4",
+        TOKEN,
+    );
+    let env = az.workload_identity_env(&entra, &token_file(dir.path(), TOKEN));
+    assert!(env.iter().all(|(k, _)| !k.contains("KEY")));
+    let url = az.url("etcd");
+    let m: serde_json::Value = serde_json::from_str(&ok(run(lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            &endpoints,
+            "--storage",
+            &url,
+            "-w",
+            "json",
+        ],
+        &env,
+    ))))
+    .expect("manifest JSON");
+    let out = run(lifeboat(
+        &["verify", "latest", "--storage", &url, "-vv"],
+        &env,
+    ));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains(m["id"].as_str().expect("id")), "{all}");
+    assert!(
+        !all.contains(TOKEN),
+        "the federated token was printed: {all}"
+    );
+    assert!(entra.issued.load(Ordering::SeqCst) >= 2, "one per process");
+    assert_eq!(entra.refused.load(Ordering::SeqCst), 0);
+    assert_eq!(az.blob_names(false).len(), 2, "{:?}", az.blob_names(false));
+
+    // Another token (a ServiceAccount the identity is not federated with): the authority
+    // refuses it, the backup fails, nothing is written, no token is printed.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).expect("dir");
+    let env = az.workload_identity_env(&entra, &token_file(&other, "eyJub3QiOiJmZWRlcmF0ZWQifQ"));
+    let out = run(lifeboat(
+        &["backup", "--endpoints", &endpoints, "--storage", &url],
+        &env,
+    ));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(entra.refused.load(Ordering::SeqCst) >= 1);
+    assert!(!err.contains("eyJub3QiOiJmZWRlcmF0ZWQifQ"), "{err}");
+    assert_eq!(az.blob_names(true).len(), 2, "{:?}", az.blob_names(true));
 }

@@ -7,8 +7,6 @@
 //! what changed in the last 5 s. [`Azurite::settle`] waits that out where a test kills
 //! the emulator and needs what it wrote before to survive.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -19,6 +17,7 @@ use object_store::{ClientOptions, RetryConfig};
 use tempfile::TempDir;
 
 use super::process::{self, POLL_INTERVAL};
+use super::tls::TlsFiles;
 use super::tools;
 
 const START_ATTEMPTS: usize = 5;
@@ -38,13 +37,27 @@ pub struct Azurite {
     pub container: String,
     pub port: u16,
     pub log_path: PathBuf,
+    /// With TLS and OAuth (`--oauth basic`): the certificate Azurite serves, whose CA
+    /// clients trust through `SSL_CERT_FILE`.
+    pub tls: Option<TlsFiles>,
     child: Option<Child>,
     dir: TempDir,
 }
 
 impl Azurite {
-    /// Starts `azurite-blob` and creates the container.
+    /// Starts `azurite-blob` on plain HTTP and creates the container.
     pub fn start() -> Azurite {
+        Self::start_with(None)
+    }
+
+    /// Starts `azurite-blob` on HTTPS with `--oauth basic`: besides Shared Key it then
+    /// takes bearer tokens, checking their issuer (Entra ID's), audience (Azure
+    /// Storage) and lifetime, not their signature. Azurite takes OAuth only over HTTPS.
+    pub fn start_with_oauth() -> Azurite {
+        Self::start_with(Some(TlsFiles::generate()))
+    }
+
+    fn start_with(tls: Option<TlsFiles>) -> Azurite {
         let bin = tools::azurite_blob(); // panics with the install hint if missing
         let mut last = String::new();
         for attempt in 1..=START_ATTEMPTS {
@@ -60,6 +73,7 @@ impl Azurite {
                 container: "lifeboat-test".into(),
                 port: process::free_ports(1)[0],
                 log_path: dir.path().join("azurite.log"),
+                tls: tls.clone(),
                 child: None,
                 dir,
             };
@@ -94,7 +108,14 @@ impl Azurite {
             // object_store sends an x-ms-version Azurite may not know yet.
             .args(["--skipApiVersionCheck", "--loose"])
             .env("AZURITE_ACCOUNTS", format!("{}:{}", self.account, self.key))
-            .current_dir(self.dir.path())
+            .env_remove("AZURITE_DB");
+        if let Some(tls) = &self.tls {
+            cmd.args(["--oauth", "basic", "--cert"])
+                .arg(&tls.server_cert)
+                .arg("--key")
+                .arg(&tls.server_key);
+        }
+        cmd.current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -132,9 +153,45 @@ impl Azurite {
         }
     }
 
-    /// `http://127.0.0.1:<port>`: what `AZURITE_BLOB_STORAGE_URL` takes.
+    /// `http://127.0.0.1:<port>` (`https://` with OAuth): what `AZURITE_BLOB_STORAGE_URL`
+    /// takes.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// What a pod with Azure workload identity gets (`AZURE_CLIENT_ID`,
+    /// `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`), plus the
+    /// account and its endpoint on this Azurite (not the emulator mode, whose credential
+    /// is always the account key), `SSL_CERT_FILE` = the CA, and `AZURE_ALLOW_HTTP` for
+    /// the loopback token endpoint (plain HTTP). No account key.
+    pub fn workload_identity_env(
+        &self,
+        entra: &super::entra::TokenEndpoint,
+        token_file: &Path,
+    ) -> Vec<(String, String)> {
+        let tls = self.tls.as_ref().expect("start_with_oauth");
+        [
+            ("AZURE_STORAGE_ACCOUNT_NAME", self.account.clone()),
+            (
+                "AZURE_STORAGE_ENDPOINT",
+                format!("{}/{}", self.endpoint(), self.account),
+            ),
+            ("AZURE_CLIENT_ID", entra.client_id.clone()),
+            ("AZURE_TENANT_ID", entra.tenant_id.clone()),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                token_file.display().to_string(),
+            ),
+            ("AZURE_AUTHORITY_HOST", entra.authority()),
+            ("AZURE_ALLOW_HTTP", "true".to_owned()),
+            ("SSL_CERT_FILE", tls.ca.display().to_string()),
+            ("NO_PROXY", "127.0.0.1,localhost".to_owned()),
+            ("no_proxy", "127.0.0.1,localhost".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 
     /// `az://<container>/<prefix>`
@@ -179,14 +236,7 @@ impl Azurite {
             .with_container_name(&self.container)
             .with_endpoint(format!("{}/{}", self.endpoint(), self.account))
             .with_allow_http(true)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(true)
-                    .with_proxy_url("http://127.0.0.1:9")
-                    .with_proxy_excludes("127.0.0.1,localhost")
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(60)),
-            )
+            .with_client_options(self.client_options())
             .with_retry(RetryConfig {
                 max_retries: 3,
                 retry_timeout: Duration::from_secs(15),
@@ -194,6 +244,21 @@ impl Azurite {
             })
             .build()
             .expect("build MicrosoftAzure client")
+    }
+
+    fn client_options(&self) -> ClientOptions {
+        let mut options = ClientOptions::new()
+            .with_allow_http(true)
+            .with_proxy_url("http://127.0.0.1:9")
+            .with_proxy_excludes("127.0.0.1,localhost")
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(60));
+        if let Some(tls) = &self.tls {
+            let ca = std::fs::read(&tls.ca).expect("read CA");
+            options = options
+                .with_root_certificate(object_store::Certificate::from_pem(&ca).expect("CA PEM"));
+        }
+        options
     }
 
     /// Creates a container (Create Container, signed with the account key).
@@ -249,36 +314,50 @@ impl Azurite {
         let key = b64.decode(&self.key).map_err(|e| e.to_string())?;
         let signature = b64.encode(hmac_sha256(&key, to_sign.as_bytes()));
         let qs: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        conn.set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
-        write!(
-            conn,
-            "{verb} /{}/{container}?{} HTTP/1.1\r\nHost: {addr}\r\nx-ms-date: {date}\r\n\
-             x-ms-version: {API_VERSION}\r\nAuthorization: SharedKey {}:{signature}\r\n\
-             Content-Length: 0\r\nConnection: close\r\n\r\n",
+        let url = format!(
+            "{}/{}/{container}?{}",
+            self.endpoint(),
             self.account,
-            qs.join("&"),
-            self.account,
-        )
-        .map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        conn.take(64 << 20)
-            .read_to_end(&mut response)
-            .map_err(|e| e.to_string())?;
-        let response = String::from_utf8_lossy(&response).into_owned();
-        let code = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no HTTP status in {response:?}"))?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| dechunk(b))
-            .unwrap_or_default();
-        Ok((code, body))
+            qs.join("&")
+        );
+        let authorization = format!("SharedKey {}:{signature}", self.account);
+        let ca = self
+            .tls
+            .as_ref()
+            .map(|t| std::fs::read(&t.ca).expect("read CA"));
+        let verb = reqwest::Method::from_bytes(verb.as_bytes()).map_err(|e| e.to_string())?;
+        // On a thread of its own, so that it also works inside an async test.
+        thread::spawn(move || {
+            etcd_lifeboat::repository::use_ring_for_http_tls();
+            let mut client = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30));
+            if let Some(ca) = ca {
+                let cert = reqwest::Certificate::from_pem(&ca).map_err(|e| e.to_string())?;
+                client = client.tls_certs_merge(std::iter::once(cert));
+            }
+            let client = client.build().map_err(|e| e.to_string())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let response = client
+                    .request(verb, &url)
+                    .header("x-ms-date", date)
+                    .header("x-ms-version", API_VERSION)
+                    .header("Authorization", authorization)
+                    .header("Content-Length", "0")
+                    .send()
+                    .await
+                    .map_err(|e| format!("{url}: {e}"))?;
+                let code = response.status().as_u16();
+                let body = response.text().await.map_err(|e| e.to_string())?;
+                Ok((code, body))
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("request thread panicked".into()))
     }
 
     /// Waits until Azurite has saved its metadata (see the module comment).
@@ -340,28 +419,6 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
         .chain_update(inner)
         .finalize()
         .to_vec()
-}
-
-/// The body of a `Transfer-Encoding: chunked` reply, or the text as it is.
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let Some((size, after)) = rest.split_once("\r\n") else {
-            return body.to_owned();
-        };
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            return body.to_owned();
-        };
-        if n == 0 {
-            return out;
-        }
-        let Some(chunk) = after.get(..n) else {
-            return body.to_owned();
-        };
-        out.push_str(chunk);
-        rest = after.get(n + 2..).unwrap_or("");
-    }
 }
 
 #[test]

@@ -23,6 +23,7 @@
 pub mod azurite;
 pub mod bytes;
 pub mod daemon;
+pub mod entra;
 pub mod etcd;
 pub mod faulty_proxy;
 pub mod h2_tamper;
