@@ -23,8 +23,9 @@
 #                                        emulator) and its dependency tree, exactly as
 #                                        scripts/azurite/package-lock.json pins them (npm ci; needs
 #                                        the machine's Node.js 20+); npm's cache in <cache>/npm
-#   moto/bin/{python,moto_server}        a venv with PyPI moto[server] 5.2.5 (AWS STS, IAM, S3) and
-#                                        the closure scripts/moto/requirements.txt pins; wheels
+#   moto/bin/{python,moto_server}        a venv with PyPI moto 5.2.5's server for STS, IAM and S3
+#                                        (moto[s3], flask, flask-cors) and the closure
+#                                        scripts/moto/requirements.txt pins; wheels
 #                                        cached in <cache>/wheels/moto
 # It also makes sure `protoc` exists (needed to build the etcd-client crate) and
 # that the system's OpenSSH clients `ssh`, `scp` and `ssh-keygen` exist (Debian
@@ -839,9 +840,10 @@ ensure_azurite() {
 }
 
 # ------------------------------------------------------------ moto ----------
-# moto (PyPI moto[server]): AWS STS, IAM and S3 in one server on loopback, for the AWS
-# web-identity and EKS Pod Identity tests.  scripts/moto/requirements.txt pins it and its
-# whole closure; the wheels are cached in $CACHE_DIR/wheels/moto/ and installed with
+# moto (PyPI): AWS STS, IAM and S3 in one server on loopback, for the AWS web-identity and
+# EKS Pod Identity tests.  scripts/moto/requirements.txt pins moto's server with what those
+# three services need (moto[server] less the other services' dependencies) and the whole
+# closure.  The wheels are cached in $CACHE_DIR/wheels/moto/ and installed with --no-deps
 # --no-index into a venv at $TOOLS_DIR/moto (a venv is not relocatable: it is built in
 # place, and .lifeboat-requirements is written last, when it works).
 MOTO_VERSION=5.2.5
@@ -880,10 +882,10 @@ ensure_moto() {
     mkdir -p "$wheels"
     rm -rf "$target"
     python3 -m venv "$target" || die "python3 -m venv $target failed"
-    pip_opts=(install --no-input --disable-pip-version-check --progress-bar off -q --no-index --find-links "$wheels" -r "$req")
+    pip_opts=(install --no-input --disable-pip-version-check --progress-bar off -q --no-deps --no-index --find-links "$wheels" -r "$req")
     if ! "$target/bin/python" -m pip "${pip_opts[@]}" >/dev/null 2>&1; then
-        log "pip download -r scripts/moto/requirements.txt (moto[server] $MOTO_VERSION and its closure, into $wheels)"
-        python3 -m pip download --no-input --only-binary=:all: --progress-bar off -q -d "$wheels" -r "$req" >&2 \
+        log "pip download -r scripts/moto/requirements.txt (moto $MOTO_VERSION and its closure, into $wheels)"
+        python3 -m pip download --no-input --no-deps --only-binary=:all: --progress-bar off -q -d "$wheels" -r "$req" >&2 \
             || { rm -rf "$target"; die "pip download of scripts/moto/requirements.txt failed (its output is above)"; }
         "$target/bin/python" -m pip "${pip_opts[@]}" >&2 \
             || { rm -rf "$target"; die "installing moto from $wheels failed (pip's output is above)"; }
