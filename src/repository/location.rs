@@ -72,6 +72,15 @@ pub(crate) fn open(url: &str, options: &HashMap<String, String>) -> Result<Opene
         if let Some(retry) = retry {
             builder = builder.with_retry(retry);
         }
+        // The workload identity webhook sets AZURE_AUTHORITY_HOST with a trailing slash
+        // (`https://login.microsoftonline.com/`); object_store appends `/<tenant>/oauth2/
+        // v2.0/token` to it as it is.
+        if let Some(host) = builder.get_config_value(&AzureConfigKey::AuthorityHost)
+            && host.ends_with('/')
+        {
+            let trimmed = host.trim_end_matches('/').to_owned();
+            builder = builder.with_config(AzureConfigKey::AuthorityHost, trimmed);
+        }
         let store = builder
             .with_container_name(container)
             .build()

@@ -183,7 +183,8 @@ impl Azurite {
                 "AZURE_FEDERATED_TOKEN_FILE",
                 token_file.display().to_string(),
             ),
-            ("AZURE_AUTHORITY_HOST", entra.authority()),
+            // With the trailing slash, as the workload identity webhook writes it.
+            ("AZURE_AUTHORITY_HOST", format!("{}/", entra.authority())),
             ("AZURE_ALLOW_HTTP", "true".to_owned()),
             ("SSL_CERT_FILE", tls.ca.display().to_string()),
             ("NO_PROXY", "127.0.0.1,localhost".to_owned()),
