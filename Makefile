@@ -9,7 +9,7 @@ CARGO ?= cargo
 all: build
 
 # External binaries (etcd 3.5.30 / 3.4.23 / 3.5.1, SeaweedFS, zstd, sshd, age, k8s-encode,
-# kubectl, promtool) into .tools/,
+# kubectl, promtool, Azurite, moto) into .tools/,
 # downloads cached in ~/.cache/etcd-lifeboat/; also installs protoc when missing.
 deps:
 	@scripts/install-test-deps.sh
@@ -27,7 +27,7 @@ build: protoc
 demo: deps build
 	@scripts/demo.sh
 
-# Every test, against real etcd and SeaweedFS servers on 127.0.0.1.
+# Every test, against real etcd, SeaweedFS, Azurite and moto servers on 127.0.0.1.
 test: deps
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 	$(CARGO) nextest run --all-targets --no-fail-fast

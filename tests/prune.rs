@@ -1,4 +1,4 @@
-//! `lifeboat prune` against real storage (SeaweedFS and a local directory): the dry run
+//! `lifeboat prune` against real storage (SeaweedFS, Azurite and a local directory): the dry run
 //! changes nothing, the real run deletes exactly what the dry run said, the kept backups
 //! still verify, and leftovers of failed runs go once they are older than the grace.
 
@@ -7,6 +7,7 @@ use crate::support;
 use std::path::Path;
 
 use serde_json::Value;
+use support::azurite::Azurite;
 use support::etcd::Cluster;
 use support::lifeboat::{lifeboat, ok, run, s3_objects};
 use support::s3::SeaweedFs;
@@ -78,17 +79,38 @@ fn dry_run(config: &str, env: &[(String, String)]) -> (Vec<(String, bool)>, Vec<
 
 #[test]
 fn prune_on_s3_deletes_what_the_dry_run_said_and_keeps_the_rest_verifiable() {
-    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
     let s3 = SeaweedFs::start();
-    let env = s3.aws_env();
-    let dir = tempfile::tempdir().expect("temp dir");
     let storage = format!("s3://{}/etcd", s3.bucket);
-    let all = backups(&cluster, &storage, &env, 4);
+    prune_deletes_what_the_dry_run_said(&storage, &s3.aws_env(), &s3.object_store(), &|| {
+        s3_objects(&s3).len()
+    });
+}
+
+#[test]
+fn prune_on_azure_deletes_what_the_dry_run_said_and_keeps_the_rest_verifiable() {
+    let az = Azurite::start();
+    let storage = az.url("etcd");
+    prune_deletes_what_the_dry_run_said(&storage, &az.azure_env(), &az.object_store(), &|| {
+        az.blob_names(false).len()
+    });
+}
+
+/// Four backups and a leftover in an object store (`etcd/` of `store` is `storage`);
+/// `objects` counts what the store holds.
+fn prune_deletes_what_the_dry_run_said(
+    storage: &str,
+    env: &[(String, String)],
+    store: &dyn object_store::ObjectStore,
+    objects: &dyn Fn() -> usize,
+) {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let all = backups(&cluster, storage, env, 4);
     assert_eq!(all.len(), 4);
     // A data object no manifest names, as a crashed run could leave it.
     support::runtime().block_on(async {
         use object_store::{ObjectStoreExt, PutPayload};
-        s3.object_store()
+        store
             .put(
                 &"etcd/default/snapshots/20200101T000000Z-deadbeef.db.zst".into(),
                 PutPayload::from_static(b"partial"),
@@ -100,10 +122,10 @@ fn prune_on_s3_deletes_what_the_dry_run_said_and_keeps_the_rest_verifiable() {
     // A generous grace: the fresh leftover stays; keep-last 2 deletes two backups.
     let cfg = config(
         dir.path(),
-        &storage,
+        storage,
         "keep-last = 2\nleftover-grace = \"1h\"",
     );
-    let (decisions, leftovers) = dry_run(&cfg, &env);
+    let (decisions, leftovers) = dry_run(&cfg, env);
     let kept: Vec<&str> = decisions
         .iter()
         .filter(|d| d.1)
@@ -111,32 +133,28 @@ fn prune_on_s3_deletes_what_the_dry_run_said_and_keeps_the_rest_verifiable() {
         .collect();
     assert_eq!(kept, [all[0].as_str(), all[1].as_str()]);
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert_eq!(ids(&storage, &env), all, "the dry run deleted something");
-    assert_eq!(s3_objects(&s3).len(), 9);
+    assert_eq!(ids(storage, env), all, "the dry run deleted something");
+    assert_eq!(objects(), 9);
 
-    let out = ok(run(lifeboat(&["prune", "--config", &cfg], &env)));
+    let out = ok(run(lifeboat(&["prune", "--config", &cfg], env)));
     assert!(out.contains("deleted 2 of 4 backups"), "{out}");
-    assert_eq!(ids(&storage, &env), all[..2]);
-    assert_eq!(
-        s3_objects(&s3).len(),
-        5,
-        "4 objects of 2 backups + the leftover"
-    );
+    assert_eq!(ids(storage, env), all[..2]);
+    assert_eq!(objects(), 5, "4 objects of 2 backups + the leftover");
     for id in &all[..2] {
-        ok(run(lifeboat(&["verify", id, "--storage", &storage], &env)));
+        ok(run(lifeboat(&["verify", id, "--storage", storage], env)));
     }
 
     // With no grace, the leftover goes too; the backups stay.
     let cfg = config(
         dir.path(),
-        &storage,
+        storage,
         "keep-last = 2\nleftover-grace = \"0s\"",
     );
-    let (_, leftovers) = dry_run(&cfg, &env);
+    let (_, leftovers) = dry_run(&cfg, env);
     assert_eq!(leftovers, ["snapshots/20200101T000000Z-deadbeef.db.zst"]);
-    ok(run(lifeboat(&["prune", "--config", &cfg], &env)));
-    assert_eq!(s3_objects(&s3).len(), 4);
-    assert_eq!(ids(&storage, &env), all[..2]);
+    ok(run(lifeboat(&["prune", "--config", &cfg], env)));
+    assert_eq!(objects(), 4);
+    assert_eq!(ids(storage, env), all[..2]);
 }
 
 #[test]

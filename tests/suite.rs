@@ -6,12 +6,14 @@ mod support;
 
 mod alerts;
 mod backup;
+mod backup_azure;
 mod backup_connect;
 mod bench_selftest;
 mod bench_tls;
 mod bundle;
 mod changes;
 mod cli;
+mod cloud_identity;
 mod daemon;
 mod daemon_api;
 mod install_script;

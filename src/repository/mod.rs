@@ -1,5 +1,6 @@
-//! Where backups live: a storage URL (`file:///dir` or `s3://bucket/prefix`), the
-//! object layout under it, and the catalog of manifests.
+//! Where backups live: a storage URL (`file:///dir`, `s3://bucket/prefix` or
+//! `az://container/prefix`, opened by [`location`]), the object layout under it, and the
+//! catalog of manifests.
 //!
 //! ```text
 //! <url>/<cluster>/manifests/<id>.json          the manifest: the backup exists iff this does
@@ -8,6 +9,7 @@
 //! ```
 
 mod catalog;
+mod location;
 pub mod manifest;
 pub mod prune;
 pub mod retention;
@@ -16,8 +18,6 @@ pub mod upload;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -72,7 +72,7 @@ impl RepoError {
 }
 
 /// The backups of one cluster in one storage location.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Repository {
     store: Arc<dyn ObjectStore>,
     /// The directory behind a file:// store, so written objects can be fsynced.
@@ -85,9 +85,21 @@ pub struct Repository {
     manifests: Arc<catalog::ManifestCache>,
 }
 
+/// Only the URL and the cluster: the store's own `Debug` would print its credentials
+/// (object_store's Azure client shows an account key's bytes and a SAS token).
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("url", &self.url)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Repository {
     /// Opens the storage at `url` (object_store options in `options`, e.g. `endpoint`,
-    /// `region`, `allow_http`; AWS_* variables are read too) for `cluster`.
+    /// `region`, `allow_http`, `account_name`; the AWS_* or AZURE_* variables are read
+    /// too) for `cluster`.
     pub fn open(
         url: &str,
         options: &HashMap<String, String>,
@@ -106,59 +118,11 @@ impl Repository {
                 "cluster name {cluster:?} must be a non-empty single path segment"
             )));
         }
-        let local_dir = match url.strip_prefix("file://") {
-            _ if url.starts_with("s3://") => None,
-            Some(path) => Some(std::path::PathBuf::from(path)),
-            None => Some(std::path::PathBuf::from(url)),
-        };
-        let (store, prefix): (Arc<dyn ObjectStore>, String) =
-            if let Some(rest) = url.strip_prefix("s3://") {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(bad("no bucket name (s3://BUCKET/PREFIX)".into()));
-                }
-                use_ring_for_http_tls();
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-                for (k, v) in options {
-                    // Ours, not object_store's: how long failed requests are retried
-                    // (object_store's default is 3 minutes).
-                    if k == "retry_timeout" {
-                        let timeout = crate::duration::parse_duration(v)
-                            .ok_or_else(|| bad(format!("retry_timeout {v:?} is not a duration")))?;
-                        builder = builder.with_retry(object_store::RetryConfig {
-                            retry_timeout: timeout,
-                            ..Default::default()
-                        });
-                        continue;
-                    }
-                    let key: AmazonS3ConfigKey = k
-                        .parse()
-                        .map_err(|_| bad(format!("unknown S3 option {k:?}")))?;
-                    builder = builder.with_config(key, v.clone());
-                }
-                let store = builder
-                    .build()
-                    .map_err(|e| bad(format!("S3 settings: {e}")))?;
-                (Arc::new(store), prefix.trim_matches('/').to_owned())
-            } else {
-                let dir = match url.strip_prefix("file://") {
-                    Some(path) => path.to_owned(),
-                    None if url.contains("://") => {
-                        return Err(bad(
-                            "unsupported scheme: use file:///DIR or s3://BUCKET/PREFIX".into(),
-                        ));
-                    }
-                    None => url.to_owned(),
-                };
-                if !options.is_empty() {
-                    return Err(bad("storage options only apply to s3:// URLs".into()));
-                }
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| bad(format!("cannot create directory {dir}: {e}")))?;
-                let store = LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| bad(format!("directory {dir}: {e}")))?;
-                (Arc::new(store), String::new())
-            };
+        let location::Opened {
+            store,
+            local_dir,
+            prefix,
+        } = location::open(url, options).map_err(bad)?;
         let base = if prefix.is_empty() {
             ObjectPath::from(cluster)
         } else {
@@ -385,20 +349,41 @@ impl Repository {
 pub(crate) fn explain(e: &object_store::Error) -> String {
     let text = crate::error_text::full_chain(e);
     let lower = text.to_lowercase();
+    // object_store names the store in its errors ("Generic MicrosoftAzure error: ...").
+    let azure = lower.contains("microsoftazure") || lower.contains("azure");
     if lower.contains("169.254.169.254") {
         // object_store fell through its credentials chain to the instance metadata service.
-        return "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-                (or run where instance credentials exist)"
-            .into();
+        return if azure {
+            "no Azure credentials found: set AZURE_STORAGE_ACCOUNT_KEY (or a SAS token, a \
+             service principal, or workload identity: AZURE_CLIENT_ID, AZURE_TENANT_ID, \
+             AZURE_FEDERATED_TOKEN_FILE), or run where a managed identity exists"
+                .into()
+        } else {
+            "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a \
+             web identity (AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE), or run where \
+             instance or pod credentials exist"
+                .into()
+        };
     }
     let hint = if lower.contains("nosuchbucket") || lower.contains("bucket does not exist") {
         " (the bucket does not exist: create it or fix the URL)"
+    } else if lower.contains("containernotfound") || lower.contains("container does not exist") {
+        " (the container does not exist: create it or fix the URL)"
+    } else if azure
+        && (lower.contains("authenticationfailed")
+            || lower.contains("authorizationfailure")
+            || lower.contains("authorizationpermissionmismatch")
+            || lower.contains("403"))
+    {
+        " (access denied: check the Azure credentials, AZURE_STORAGE_ACCOUNT_NAME / \
+         AZURE_STORAGE_ACCOUNT_KEY, the SAS token or the identity's role on the container)"
     } else if lower.contains("invalidaccesskeyid")
         || lower.contains("signaturedoesnotmatch")
         || lower.contains("accessdenied")
         || lower.contains("403")
     {
-        " (access denied: check the S3 credentials, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+        " (access denied: check the S3 credentials, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, \
+         or the role's policy)"
     } else if lower.contains("connection refused") || lower.contains("error sending request") {
         " (cannot reach the storage endpoint)"
     } else {
@@ -409,7 +394,7 @@ pub(crate) fn explain(e: &object_store::Error) -> String {
 
 /// object_store's HTTP client (reqwest, built without a provider of its own) takes the
 /// process's default rustls provider: ring, as etcd's TLS does, so aws-lc is not built at
-/// all. Call before building an S3 store; later calls do nothing.
+/// all. Call before building an S3 or Azure store; later calls do nothing.
 pub fn use_ring_for_http_tls() {
     // An error means a provider is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();

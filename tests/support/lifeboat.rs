@@ -9,12 +9,16 @@ use serde_json::Value;
 
 use super::s3::SeaweedFs;
 
-/// `lifeboat` (the binary under test) with a clean environment: no ETCDCTL_*, AWS_* or LIFEBOAT_* from outside.
+/// `lifeboat` (the binary under test) with a clean environment: no ETCDCTL_*, AWS_*,
+/// AZURE_*, AZURITE_* or LIFEBOAT_* from outside.
 pub fn lifeboat(args: &[&str], env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
-        if k.starts_with("ETCDCTL_") || k.starts_with("AWS_") || k.starts_with("LIFEBOAT_") {
+        if ["ETCDCTL_", "AWS_", "AZURE_", "AZURITE_", "LIFEBOAT_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
             cmd.env_remove(k);
         }
     }

@@ -1,5 +1,5 @@
-//! Test support: real etcd clusters, a real SeaweedFS S3 server and etcd
-//! workloads, all on 127.0.0.1 and all stopped when their handle drops — also
+//! Test support: real etcd clusters, a real SeaweedFS S3 server, Azurite (Azure Blob),
+//! moto (AWS STS and S3) and etcd workloads, all on 127.0.0.1 and all stopped when their handle drops — also
 //! when the test panics, and (via `PR_SET_PDEATHSIG`) when the test process
 //! itself is killed.
 //!
@@ -20,8 +20,10 @@
 // Some helpers serve only tests that are not in every build (e.g. bench-only ones).
 #![allow(dead_code, unused_imports)]
 
+pub mod azurite;
 pub mod bytes;
 pub mod daemon;
+pub mod entra;
 pub mod etcd;
 pub mod faulty_proxy;
 pub mod h2_tamper;
@@ -29,6 +31,7 @@ pub mod k8s;
 pub mod keys;
 pub mod kustomize;
 pub mod lifeboat;
+pub mod moto;
 pub mod partition;
 pub mod pod_security;
 pub mod process;

@@ -55,6 +55,22 @@ pub fn promtool() -> PathBuf {
     require_binary(tools_dir().join("bin").join("promtool"))
 }
 
+/// Azurite's blob service (`npm ci` of scripts/azurite/ into `<tools>/azurite`).
+pub fn azurite_blob() -> PathBuf {
+    require_binary(
+        tools_dir()
+            .join("azurite")
+            .join("node_modules")
+            .join(".bin")
+            .join("azurite-blob"),
+    )
+}
+
+/// The Python of the moto venv (`<tools>/moto`), which runs `tests/support/moto_server.py`.
+pub fn moto_python() -> PathBuf {
+    require_binary(tools_dir().join("moto").join("bin").join("python"))
+}
+
 /// The etcd releases the tests run against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EtcdVersion {
