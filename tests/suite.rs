@@ -19,6 +19,7 @@ mod daemon_api;
 mod install_script;
 mod k8s_encoder;
 mod kubernetes;
+mod kubernetes_identity;
 mod notify;
 mod objects_get;
 mod objects_k8s;

@@ -27,10 +27,35 @@ pub struct Rendered {
 }
 
 pub fn render(overlay: &str) -> Rendered {
-    let dir = kubernetes_dir().join(overlay);
+    render_dir(overlay, &kubernetes_dir().join(overlay))
+}
+
+/// An overlay with one of `components/` added, the way an operator's own kustomization
+/// would use it (`resources: [overlay]`, `components: [component]`). kustomize takes
+/// only relative paths there, so the kustomization in a temporary directory names both
+/// relative to itself.
+pub fn render_with_component(overlay: &str, component: &str) -> Rendered {
+    render_with_component_and(overlay, component, "")
+}
+
+/// As `render_with_component`, with `extra` (e.g. `patches:`) appended to the kustomization.
+pub fn render_with_component_and(overlay: &str, component: &str, extra: &str) -> Rendered {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let rel = |p: PathBuf| format!("{up}{}", p.strip_prefix("/").expect("absolute").display());
+    let kustomization = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: [{}]\n",
+        rel(kubernetes_dir().join(overlay)),
+        rel(kubernetes_dir().join("components").join(component)),
+    ) + extra;
+    std::fs::write(dir.path().join("kustomization.yaml"), kustomization).expect("write");
+    render_dir(&format!("{overlay} + components/{component}"), dir.path())
+}
+
+fn render_dir(overlay: &str, dir: &Path) -> Rendered {
     let out = Command::new(tools::kubectl())
         .arg("kustomize")
-        .arg(&dir)
+        .arg(dir)
         .output()
         .expect("run kubectl kustomize");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
