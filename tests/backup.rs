@@ -369,11 +369,29 @@ fn bad_storage_and_spool_fail_cleanly() {
 
 #[test]
 fn a_corrupted_stored_object_fails_verify_and_fetch() {
-    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
-    fill(&cluster);
     let dir = tempfile::tempdir().expect("temp dir");
     let backups = dir.path().join("backups");
     let storage = format!("file://{}", backups.display());
+    corrupted_object_fails_verify_and_fetch(&storage, &[], |key| {
+        let stored = backups.join("default").join(key);
+        let mut bytes = std::fs::read(&stored).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&stored, &bytes).expect("write");
+    });
+}
+
+/// Backs up to `storage`, lets `corrupt` flip a byte of the stored object (its key under
+/// the cluster `default`), and checks that verify and fetch both fail on the sha256 and
+/// that fetch leaves no output file.
+pub(crate) fn corrupted_object_fails_verify_and_fetch(
+    storage: &str,
+    env: &[(String, String)],
+    corrupt: impl FnOnce(&str),
+) {
+    let cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    fill(&cluster);
+    let dir = tempfile::tempdir().expect("temp dir");
     let endpoints = cluster.endpoints().join(",");
     let m: Value = serde_json::from_str(&ok(run(lifeboat(
         &[
@@ -381,22 +399,16 @@ fn a_corrupted_stored_object_fails_verify_and_fetch() {
             "--endpoints",
             &endpoints,
             "--storage",
-            &storage,
+            storage,
             "-w",
             "json",
         ],
-        &[],
+        env,
     ))))
     .expect("JSON");
-    let stored = backups
-        .join("default")
-        .join(m["object"]["key"].as_str().expect("key"));
-    let mut bytes = std::fs::read(&stored).expect("read");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    std::fs::write(&stored, &bytes).expect("write");
+    corrupt(m["object"]["key"].as_str().expect("key"));
 
-    let out = run(lifeboat(&["verify", "latest", "--storage", &storage], &[]));
+    let out = run(lifeboat(&["verify", "latest", "--storage", storage], env));
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -412,9 +424,9 @@ fn a_corrupted_stored_object_fails_verify_and_fetch() {
             "--out",
             target.to_str().expect("utf-8"),
             "--storage",
-            &storage,
+            storage,
         ],
-        &[],
+        env,
     ));
     assert_eq!(out.status.code(), Some(1));
     assert!(
