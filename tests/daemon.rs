@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::daemon::{Daemon, quoted, wait_until};
+use support::daemon::{Daemon, quoted, signal, wait_until};
 use support::etcd::Cluster;
 use support::lifeboat::{
     filer_entries, files_under, http_get, lifeboat, metric, ok, run, s3_objects, streamed_large_db,
@@ -29,13 +29,6 @@ fn started_at(m: &Value) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(m["started_at"].as_str().expect("started_at"))
         .expect("RFC 3339")
         .with_timezone(&chrono::Utc)
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: plain kill(2) on a process this test started.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
 }
 
 fn fill(cluster: &Cluster) {

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::daemon::{Daemon, quoted, wait_until};
+use support::daemon::{Daemon, quoted, signal, wait_until};
 use support::etcd::Cluster;
 use support::lifeboat::{lifeboat, list_json, run};
+use support::process::wait_timeout;
 use support::receiver::Receiver;
 use support::tools::EtcdVersion;
 
@@ -132,6 +133,72 @@ fn webhooks_hear_of_failed_and_recovered_backups_without_their_tokens_in_logs() 
             "{secret} in the daemon's log:\n{log}"
         );
     }
+}
+
+/// A daemon told to stop while an event is still on its way: SIGTERM lands while the
+/// retry of a receiver that failed once is in its back-off, and the daemon delivers it
+/// before it exits; one whose receiver never answers is given up at the shutdown
+/// timeout, and the log says the event was dropped.
+#[test]
+fn shutdown_waits_for_events_still_being_delivered() {
+    let mut cluster = Cluster::start(EtcdVersion::V3_5_30, 1);
+    let endpoints = quoted(&cluster.endpoints());
+    cluster.stop(0);
+    let receiver = Receiver::start(HashMap::from([
+        ("/flaky".to_owned(), vec![Some(500), Some(200)]),
+        ("/hang".to_owned(), vec![None]),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("file://{}", dir.path().join("backups").display());
+    let start = |name: &str, webhook: &str, retries: u32| {
+        let config = format!(
+            "[etcd]\nendpoints = [{endpoints}]\ndial-timeout = \"1s\"\n\
+             [storage]\nurl = \"{storage}\"\n\
+             [backup]\nschedule = \"*/2 * * * * *\"\nspool-dir = \"{spool}\"\nretries = 0\n\
+             [notify]\ntimeout = \"1s\"\nretries = {retries}\nwebhooks = [\"{url}\"]\n\
+             [daemon]\nleader-election = false\nshutdown-timeout = \"3s\"\n",
+            spool = dir.path().display(),
+            url = receiver.url(webhook),
+        );
+        Daemon::start(dir.path(), name, &config, &[])
+    };
+    let stop = |mut daemon: Daemon| {
+        signal(daemon.child.id(), libc::SIGTERM);
+        let status = wait_timeout(&mut daemon.child, Duration::from_secs(30)).expect("wait");
+        let log = daemon.log_text();
+        let status = status.unwrap_or_else(|| panic!("still running 30 s after SIGTERM:\n{log}"));
+        assert!(status.success(), "exit {status}:\n{log}");
+        log
+    };
+
+    // The first attempt fails (500); the retry comes a second later, after SIGTERM.
+    let daemon = start("flaky", "/flaky", 3);
+    wait_until(Duration::from_secs(30), "the first attempt", || {
+        !receiver.at("/flaky").is_empty()
+    });
+    let log = stop(daemon);
+    let got = events(&receiver, "/flaky");
+    assert!(
+        got.len() >= 2,
+        "the retry was not sent before exiting:\n{log}"
+    );
+    assert_eq!(got[0], got[1], "{got:?}");
+    assert!(log.contains("waiting for webhook deliveries"), "{log}");
+    assert!(!log.contains("dropped"), "{log}");
+
+    // Never answered, 20 attempts of a second: given up at the 3 s shutdown timeout.
+    let daemon = start("hang", "/hang", 20);
+    wait_until(Duration::from_secs(30), "the first attempt", || {
+        !receiver.at("/hang").is_empty()
+    });
+    let sent = std::time::Instant::now();
+    let log = stop(daemon);
+    let took = sent.elapsed();
+    assert!(log.contains("undelivered at shutdown; dropped"), "{log}");
+    assert!(
+        took < Duration::from_secs(10),
+        "shutdown took {took:?}:\n{log}"
+    );
 }
 
 #[test]

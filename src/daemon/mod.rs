@@ -191,7 +191,12 @@ pub async fn run(settings: DaemonSettings, shutdown: CancellationToken) -> Resul
     let _ = scheduler.shutdown().await;
     jobs.tracker.close();
     let limit = jobs.settings.shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
     let finished = tokio::time::timeout(limit, jobs.tracker.wait()).await;
+    if let Some(w) = &jobs.settings.webhooks {
+        // After the jobs: a backup cancelled just now tells its failure too.
+        w.flush(deadline).await;
+    }
     if let Some(task) = election_task {
         // Resigning lets another daemon take over at once instead of after the TTL.
         let _ = tokio::time::timeout(Duration::from_secs(3), task).await;

@@ -79,6 +79,8 @@ pub struct Webhooks {
     cluster: String,
     host: String,
     failed_runs: AtomicU32,
+    /// Deliveries in flight, so that shutdown can wait for them (`flush`).
+    deliveries: tokio_util::task::TaskTracker,
 }
 
 impl Webhooks {
@@ -116,6 +118,7 @@ impl Webhooks {
             cluster: cluster.to_owned(),
             host: super::election::hostname().unwrap_or_else(|| "unknown".into()),
             failed_runs: AtomicU32::new(0),
+            deliveries: tokio_util::task::TaskTracker::new(),
         })))
     }
 
@@ -209,7 +212,37 @@ impl Webhooks {
             let Ok(body) = body else { continue };
             let (client, target, retries) = (self.client.clone(), t.clone(), self.retries);
             let timeout = self.timeout;
-            tokio::spawn(async move { deliver(&client, &target, body, retries, timeout).await });
+            self.deliveries
+                .spawn(async move { deliver(&client, &target, body, retries, timeout).await });
+        }
+    }
+}
+
+impl Webhooks {
+    /// At shutdown: waits for the deliveries still in flight (a failure told a moment
+    /// before SIGTERM, a retry in its back-off) until `deadline`, and at least one
+    /// `[notify] timeout`; what is still undelivered then is logged as dropped.
+    pub async fn flush(&self, deadline: tokio::time::Instant) {
+        self.deliveries.close();
+        if self.deliveries.is_empty() {
+            return;
+        }
+        let limit = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(self.timeout);
+        tracing::info!(
+            pending = self.deliveries.len(),
+            wait_s = limit.as_secs(),
+            "waiting for webhook deliveries before exiting"
+        );
+        if tokio::time::timeout(limit, self.deliveries.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                dropped = self.deliveries.len(),
+                "webhook events still undelivered at shutdown; dropped"
+            );
         }
     }
 }

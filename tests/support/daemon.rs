@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 use super::lifeboat::{http_get, lifeboat, metric};
 use super::process::{free_ports, kill_child, spawn_guarded};
 
+/// Sends `sig` to a process this test started.
+pub fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: plain kill(2) on a process this test started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
 /// A running daemon: its process, HTTP port and log file. Killed on drop.
 pub struct Daemon {
     pub child: Child,
