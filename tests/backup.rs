@@ -13,7 +13,8 @@ use support::etcd::Cluster;
 use support::h2_tamper::TrailerTamper;
 use support::keys::{AgeKey, age_key};
 use support::lifeboat::{
-    filer_entries, files_under, lifeboat, ok, run, s3_objects, text, wait_for_stream,
+    filer_entries, files_under, lifeboat, ok, run, s3_objects, spawn_streaming_backup, text,
+    wait_for_stream,
 };
 use support::restored::Restored;
 use support::s3::SeaweedFs;
@@ -439,15 +440,7 @@ pub(crate) fn corrupted_object_fails_verify_and_fetch(
 
 #[test]
 fn etcd_killed_mid_stream_leaves_nothing() {
-    let mut cluster = Cluster::start_with_args(
-        EtcdVersion::V3_5_30,
-        1,
-        &["--quota-backend-bytes=4294967296"],
-    );
-    support::runtime().block_on(async {
-        let mut c = workload::connect(&cluster).await;
-        workload::large_db(&mut c, 300 << 20).await;
-    });
+    let mut cluster = workload::large_cluster(300 << 20);
     let dir = tempfile::tempdir().expect("temp dir");
     let backups = dir.path().join("backups");
     let spool = dir.path().join("spool");
@@ -563,15 +556,7 @@ fn auth_password_is_used_and_never_printed() {
 
 #[test]
 fn s3_stopped_mid_upload_leaves_nothing() {
-    let cluster = Cluster::start_with_args(
-        EtcdVersion::V3_5_30,
-        1,
-        &["--quota-backend-bytes=4294967296"],
-    );
-    support::runtime().block_on(async {
-        let mut c = workload::connect(&cluster).await;
-        workload::large_db(&mut c, 300 << 20).await;
-    });
+    let cluster = workload::large_cluster(300 << 20);
     let mut s3 = SeaweedFs::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let spool = dir.path().join("spool");
@@ -583,28 +568,14 @@ fn s3_stopped_mid_upload_leaves_nothing() {
         &["backup", "--endpoints", &endpoints, "--storage", &url],
         &s3.aws_env(),
     )));
-    let mut child = lifeboat(
-        &[
-            "backup",
-            "--endpoints",
-            &endpoints,
-            "--storage",
-            &url,
-            "--spool-dir",
-            spool.to_str().expect("utf-8"),
-        ],
-        &[
-            s3.aws_env(),
-            vec![("LIFEBOAT_S3_RETRY_TIMEOUT".to_owned(), "3s".to_owned())],
-        ]
-        .concat(),
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn backup");
     // Let a few parts go up, then take the S3 server away.
-    wait_for_stream(&mut child, &spool, 32 << 20);
+    let retry = [("LIFEBOAT_S3_RETRY_TIMEOUT".to_owned(), "3s".to_owned())];
+    let child = spawn_streaming_backup(
+        &endpoints,
+        &url,
+        &spool,
+        &[s3.aws_env(), retry.to_vec()].concat(),
+    );
     // The upload is visible as a multipart upload in progress (so the check at the end
     // can see one if it is left behind).
     let uploads_dir = format!("/buckets/{}/.uploads/", s3.bucket);

@@ -8,13 +8,12 @@ use crate::backup::{corrupted_object_fails_verify_and_fetch, round_trip};
 use crate::support;
 use crate::support::keys::age_key;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::azurite::Azurite;
 use support::etcd::Cluster;
-use support::lifeboat::{files_under, lifeboat, list_json, ok, run, text, wait_for_stream};
+use support::lifeboat::{files_under, lifeboat, list_json, ok, run, spawn_streaming_backup, text};
 use support::tools::EtcdVersion;
 use support::workload;
 
@@ -234,15 +233,7 @@ fn bad_azure_credentials_and_container_fail_cleanly() {
 /// manifest, no data object, nothing in `list`, and the earlier backup still verifies.
 #[test]
 fn azurite_killed_mid_upload_leaves_nothing_that_looks_like_a_backup() {
-    let cluster = Cluster::start_with_args(
-        EtcdVersion::V3_5_30,
-        1,
-        &["--quota-backend-bytes=4294967296"],
-    );
-    support::runtime().block_on(async {
-        let mut c = workload::connect(&cluster).await;
-        workload::large_db(&mut c, 300 << 20).await;
-    });
+    let cluster = workload::large_cluster(300 << 20);
     let mut az = Azurite::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let spool = dir.path().join("spool");
@@ -269,27 +260,13 @@ fn azurite_killed_mid_upload_leaves_nothing_that_looks_like_a_backup() {
     let committed = az.blob_names(false);
     assert_eq!(committed.len(), 2, "{committed:?}");
 
-    let mut child = lifeboat(
-        &[
-            "backup",
-            "--endpoints",
-            &endpoints,
-            "--storage",
-            &url,
-            "--spool-dir",
-            spool.to_str().expect("utf-8"),
-        ],
-        &[
-            env.clone(),
-            vec![("LIFEBOAT_STORAGE_RETRY_TIMEOUT".to_owned(), "3s".to_owned())],
-        ]
-        .concat(),
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn backup");
-    wait_for_stream(&mut child, &spool, 32 << 20);
+    let retry = [("LIFEBOAT_STORAGE_RETRY_TIMEOUT".to_owned(), "3s".to_owned())];
+    let child = spawn_streaming_backup(
+        &endpoints,
+        &url,
+        &spool,
+        &[env.clone(), retry.to_vec()].concat(),
+    );
     // The second run's data object is there as uncommitted blocks...
     let deadline = Instant::now() + Duration::from_secs(30);
     let staged = loop {

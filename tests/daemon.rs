@@ -317,15 +317,7 @@ fn one_leader_backs_up_and_another_takes_over_within_the_ttl() {
 
 #[test]
 fn sigterm_during_a_large_backup_exits_in_time_and_leaves_nothing() {
-    let cluster = Cluster::start_with_args(
-        EtcdVersion::V3_5_30,
-        1,
-        &["--quota-backend-bytes=4294967296"],
-    );
-    support::runtime().block_on(async {
-        let mut c = workload::connect(&cluster).await;
-        workload::large_db(&mut c, 300 << 20).await;
-    });
+    let cluster = workload::large_cluster(300 << 20);
     let s3 = SeaweedFs::start();
     let env = s3.aws_env();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -499,15 +491,7 @@ fn the_daemon_refuses_a_bad_configuration_at_once() {
 /// committed backups overlap in time.
 #[test]
 fn losing_leadership_cancels_the_running_backup() {
-    let cluster = Cluster::start_with_args(
-        EtcdVersion::V3_5_30,
-        1,
-        &["--quota-backend-bytes=4294967296"],
-    );
-    support::runtime().block_on(async {
-        let mut c = workload::connect(&cluster).await;
-        workload::large_db(&mut c, 300 << 20).await;
-    });
+    let cluster = workload::large_cluster(300 << 20);
     let s3 = SeaweedFs::start();
     let env = s3.aws_env();
     let dir = tempfile::tempdir().expect("temp dir");

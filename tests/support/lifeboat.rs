@@ -88,6 +88,34 @@ pub fn streamed_large_db(spool: &Path) -> u64 {
     skeleton / 24 * 4096
 }
 
+/// Starts `lifeboat backup` of `endpoints` to `storage` through `spool` (stdout and
+/// stderr piped) and returns once more than 32 MiB of the snapshot has streamed.
+pub fn spawn_streaming_backup(
+    endpoints: &str,
+    storage: &str,
+    spool: &Path,
+    env: &[(String, String)],
+) -> std::process::Child {
+    let mut child = lifeboat(
+        &[
+            "backup",
+            "--endpoints",
+            endpoints,
+            "--storage",
+            storage,
+            "--spool-dir",
+            spool.to_str().expect("utf-8"),
+        ],
+        env,
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawn backup");
+    wait_for_stream(&mut child, spool, 32 << 20);
+    child
+}
+
 /// Waits (at most 60 s) until a running backup of a `large_db` snapshot has streamed
 /// more than `bytes` of it (see [`streamed_large_db`]).
 pub fn wait_for_stream(child: &mut std::process::Child, spool: &Path, bytes: u64) {

@@ -603,6 +603,21 @@ pub async fn many_keys(client: &mut Client, n: usize) -> Summary {
     summary
 }
 
+/// A one-member 3.5.30 cluster (4 GiB quota) holding about `bytes` of `large_db`: big
+/// enough that a backup of it is still streaming when a test interferes.
+pub fn large_cluster(bytes: u64) -> Cluster {
+    let cluster = Cluster::start_with_args(
+        super::tools::EtcdVersion::V3_5_30,
+        1,
+        &["--quota-backend-bytes=4294967296"],
+    );
+    super::runtime().block_on(async {
+        let mut c = connect(&cluster).await;
+        large_db(&mut c, bytes).await;
+    });
+    cluster
+}
+
 /// Grows the database (Status.db_size) to at least `target_bytes` with 1 MiB
 /// values `/lifeboat/large/<i>`, 4 concurrent writers.
 pub async fn large_db(client: &mut Client, target_bytes: u64) -> LargeDbSummary {
