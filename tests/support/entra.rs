@@ -12,12 +12,10 @@
 //! authority host for a token with exactly this form, and sends that token to storage.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
-use std::time::Duration;
+
+use super::http1::{self, Request};
 
 use base64::Engine;
 
@@ -33,8 +31,6 @@ pub struct TokenEndpoint {
 impl TokenEndpoint {
     /// Issues tokens to `client_id` of `tenant_id` presenting `assertion`.
     pub fn start(tenant_id: &str, client_id: &str, assertion: &str) -> TokenEndpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the token endpoint");
-        let port = listener.local_addr().expect("addr").port();
         let issued = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
         let want = Want {
@@ -44,12 +40,7 @@ impl TokenEndpoint {
             assertion: assertion.to_owned(),
         };
         let (i, r) = (issued.clone(), refused.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let ok = answer(conn, &want);
-                if ok { &i } else { &r }.fetch_add(1, Ordering::SeqCst);
-            }
-        });
+        let port = http1::serve(move |request| answer(request, &want, &i, &r));
         TokenEndpoint {
             port,
             tenant_id: tenant_id.to_owned(),
@@ -72,37 +63,20 @@ struct Want {
     assertion: String,
 }
 
-fn answer(conn: TcpStream, want: &Want) -> bool {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(conn);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return false;
-    }
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0u8; length.min(1 << 20)];
-    let read_ok = reader.read_exact(&mut body).is_ok();
-    let form = parse_form(&String::from_utf8_lossy(&body));
+/// One request: a token for the right form, else 401. Counted before the answer goes
+/// out, so a test that sees the client's result sees the count too.
+fn answer(request: Request, want: &Want, issued: &AtomicUsize, refused: &AtomicUsize) {
+    let form = parse_form(&String::from_utf8_lossy(&request.body));
     let field = |k: &str| form.get(k).map(String::as_str);
-    let good = read_ok
-        && request_line.starts_with(&format!("POST {} ", want.path))
+    let good = request.method == "POST"
+        && request.path == want.path
         && field("client_id") == Some(want.client_id.as_str())
         && field("client_assertion_type")
             == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         && field("client_assertion") == Some(want.assertion.as_str())
         && field("scope") == Some("https://storage.azure.com/.default")
         && field("grant_type") == Some("client_credentials");
+    if good { issued } else { refused }.fetch_add(1, Ordering::SeqCst);
     let (status, body) = if good {
         let token = access_token(&want.tenant_id, &want.client_id);
         (
@@ -116,14 +90,7 @@ fn answer(conn: TcpStream, want: &Want) -> bool {
             r#"{"error":"invalid_client","error_description":"AADSTS700213: no matching federated identity record"}"#.to_owned(),
         )
     };
-    let mut conn = reader.into_inner();
-    let _ = write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = conn.flush();
-    good
+    request.respond(status, &body);
 }
 
 /// An unsigned JWT with the claims Azurite checks.

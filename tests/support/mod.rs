@@ -27,6 +27,7 @@ pub mod entra;
 pub mod etcd;
 pub mod faulty_proxy;
 pub mod h2_tamper;
+pub mod http1;
 pub mod k8s;
 pub mod keys;
 pub mod kustomize;

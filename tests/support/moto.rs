@@ -15,8 +15,6 @@
 //! certificate of a throw-away CA ([`super::tls::TlsFiles`]); lifeboat trusts it through
 //! `SSL_CERT_FILE` (read by rustls-native-certs), as an operator would add a private CA.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -29,6 +27,7 @@ use object_store::{Certificate, ClientOptions};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use super::http1::{self, Request};
 use super::process::{self, POLL_INTERVAL};
 use super::tls::TlsFiles;
 use super::tools;
@@ -284,18 +283,11 @@ pub struct CredentialsAgent {
 
 impl CredentialsAgent {
     pub fn start(token: &str, credentials: &Value) -> CredentialsAgent {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the agent");
-        let port = listener.local_addr().expect("addr").port();
         let served = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
         let (token, body) = (token.to_owned(), credentials.to_string());
         let (s, r) = (served.clone(), refused.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let ok = answer(conn, &token, &body);
-                if ok { &s } else { &r }.fetch_add(1, Ordering::SeqCst);
-            }
-        });
+        let port = http1::serve(move |request| answer(request, &token, &body, &s, &r));
         CredentialsAgent {
             port,
             served,
@@ -309,39 +301,17 @@ impl CredentialsAgent {
     }
 }
 
-/// One request; true when it carried the token and got the credentials.
-fn answer(conn: TcpStream, token: &str, body: &str) -> bool {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(conn);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return false;
-    }
-    let mut authorization = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("authorization")
-        {
-            authorization = Some(value.trim().to_owned());
-        }
-    }
-    let good =
-        request_line.starts_with("GET /v1/credentials ") && authorization.as_deref() == Some(token);
-    let (status, body) = if good {
-        ("200 OK", body.to_owned())
+/// One request: the credentials when it carries the token, else 401. Counted before
+/// the answer goes out, so a test that sees the client's result sees the count too.
+fn answer(request: Request, token: &str, body: &str, served: &AtomicUsize, refused: &AtomicUsize) {
+    if request.method == "GET"
+        && request.path == "/v1/credentials"
+        && request.header("authorization") == Some(token)
+    {
+        served.fetch_add(1, Ordering::SeqCst);
+        request.respond("200 OK", body);
     } else {
-        ("401 Unauthorized", "{\"message\":\"bad token\"}".to_owned())
-    };
-    let mut conn = reader.into_inner();
-    let _ = write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = conn.flush();
-    good
+        refused.fetch_add(1, Ordering::SeqCst);
+        request.respond("401 Unauthorized", "{\"message\":\"bad token\"}");
+    }
 }
